@@ -1,0 +1,1 @@
+"""Flows: the flow table, reassembly of the first client bytes, and flow records."""

@@ -1,0 +1,1 @@
+"""Matchers: the compiled Aho-Corasick name automaton, roaring-bitmap prefix sets, the Classifier."""

@@ -1,0 +1,1 @@
+"""Packets: capture reading (pcap, pcapng, compressed), dissection, application-layer names."""

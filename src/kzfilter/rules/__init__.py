@@ -1,0 +1,1 @@
+"""Rules: the model, name normalisation, list loaders and category codes."""
