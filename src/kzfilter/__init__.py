@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import CaptureError, InvalidNameError, KzfilterError, RuleSyntaxError
+from .errors import CaptureError, InvalidAddressError, InvalidNameError, KzfilterError, RuleSyntaxError
 from .rules.model import Rule, RuleSet
 from .rules.normalize import normalize_name
 
@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Rule", "RuleSet", "load_rules", "Classifier", "Match", "BatchResult", "normalize_name",
-    "KzfilterError", "RuleSyntaxError", "InvalidNameError", "CaptureError", "__version__",
+    "KzfilterError", "RuleSyntaxError", "InvalidNameError", "InvalidAddressError", "CaptureError", "__version__",
 ]
 
 _LAZY = {

@@ -4,7 +4,7 @@ Input errors are also ``ValueError`` so callers that only know the standard libr
 """
 from __future__ import annotations
 
-__all__ = ["KzfilterError", "RuleSyntaxError", "InvalidNameError", "CaptureError"]
+__all__ = ["KzfilterError", "RuleSyntaxError", "InvalidNameError", "InvalidAddressError", "CaptureError"]
 
 
 class KzfilterError(Exception):
@@ -18,6 +18,10 @@ class InvalidNameError(KzfilterError, ValueError):
         super().__init__(f"invalid host name {name!r}: {reason}")
         self.name = name
         self.reason = reason
+
+
+class InvalidAddressError(KzfilterError, ValueError):
+    """A query that is not an IPv4 or IPv6 address."""
 
 
 class RuleSyntaxError(KzfilterError, ValueError):
