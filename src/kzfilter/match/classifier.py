@@ -344,6 +344,25 @@ class Classifier:
             ids[~is_v4] = self._ips.lookup_v6(np.ascontiguousarray(v6.reshape(-1, 16)))
         return BatchResult(self, ids, np.zeros(len(ids), np.uint8))
 
+    # -- flows --------------------------------------------------------------------------------------
+    def classify(self, paths: Any, *, workers: int = 1, match_client_ip: bool = False,
+                 **flow_options: Any) -> Any:
+        """Flow records with verdicts for a capture path or a list of paths.
+
+        Returns a :class:`kzfilter.classify.Classification`: iterate it for records, or call
+        ``to_pandas()`` / ``to_arrow()``.  ``workers`` > 1 spreads the work over processes with the
+        same records in the same order; ``flow_options`` go to the flow table (timeouts, max_flows, ...).
+        """
+        from ..classify import Classification
+
+        return Classification(self, paths, workers=workers, match_client_ip=match_client_ip, **flow_options)
+
+    def flow_tracker(self, *, match_client_ip: bool = False, **flow_options: Any) -> Any:
+        """A tracker to feed packets yourself (raw frames or dpkt objects); its records carry verdicts."""
+        from ..classify import ClassifyingTracker
+
+        return ClassifyingTracker(self, match_client_ip=match_client_ip, **flow_options)
+
     # -- persistence --------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         """Serialise the compiled set (columns + compiled matchers); ``from_bytes`` loads it without recompiling."""

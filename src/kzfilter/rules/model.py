@@ -118,8 +118,12 @@ class Rule:
 
     def __str__(self) -> str:
         shown = f"*.{self.pattern}" if self.kind == "wildcard" else self.pattern
-        where = f" [{self.source}:{self.line}]" if self.source else ""
-        return f"{self.action} {self.kind} {shown} {self.category}{where}".replace("  ", " ")
+        parts = [self.action, self.kind or "", shown]
+        if self.category:
+            parts.append(self.category)
+        if self.source:
+            parts.append(f"[{self.source}:{self.line}]" if self.line else f"[{self.source}]")
+        return " ".join(parts)
 
 
 def _infer_kind(pattern: str) -> str:
