@@ -1,17 +1,18 @@
 # cython: language_level=3
-"""Application-layer name parsers: TLS ClientHello (SNI, ALPN, ECH), HTTP/1.x Host, DNS question/answers.
+"""Application-layer name parsers: TLS ClientHello (SNI, ALPN, ECH), HTTP/1.x Host, DNS names.
 
 The three ``cdef`` functions declared in ``_hostnames.pxd`` are pure functions over bytes: no
-allocation, no GIL, every read length-checked by hand.  Each returns one of the ``NS_*`` statuses and
-keeps "the message is incomplete" (``NS_NEED_MORE``) apart from "the bytes are wrong"
+allocation, no GIL, every read length-checked by hand.  Each returns one of the ``NS_*``
+statuses and keeps "the message is incomplete" (``NS_NEED_MORE``) apart from "the bytes are wrong"
 (``NS_NOT_PROTO``, ``NS_MALFORMED``), as dpkt keeps ``NeedData`` apart from ``UnpackError``.
 
 Decisions the flow table relies on:
 
-* Names are returned as found.  The SNI and the Host value are the raw bytes of the message (may be
-  empty-free but otherwise unchecked: non-ASCII, spaces, ``host:port``); the DNS name only has its
-  ASCII letters lower-cased, and other bytes (``*``, ``.`` inside a label, control bytes) are kept.
-  Normalisation (``rules.normalize``) validates and rejects; nDPI instead maps such bytes to ``_``.
+* Names are returned as found.  The SNI and the Host value are the raw bytes of the message,
+  never empty but otherwise unchecked (non-ASCII, control bytes, ``host:port``); the DNS name only
+  has its ASCII letters lower-cased, other bytes (``*``, a ``.`` inside a label, control bytes)
+  are kept.  Normalisation (``rules.normalize``) validates and rejects; nDPI instead maps such
+  bytes to ``_``.  A name is set only with ``NS_FOUND`` (DNS: also ``NS_NO_NAME``'s empty root).
 * TLS: an empty ``host_name`` is treated as absent (``NS_NO_NAME``).  A handshake message whose
   declared size exceeds ``TLS_MAX_HELLO`` (64 KiB), or that needs reassembly across records and
   exceeds ``scratch_cap``, is ``NS_MALFORMED`` at once, so a stream claiming 16 MB is never waited
@@ -20,12 +21,18 @@ Decisions the flow table relies on:
   (RFC 6101 appendix E.2, RFC 5246 appendix E.2) cannot carry extensions, hence no SNI:
   ``NS_NO_NAME`` once its record is complete.
 * HTTP: the whole request head (request line + headers) is bounded by ``HTTP_MAX_HEAD`` (16 KiB);
-  the first ``Host`` header wins; an empty Host value is ignored; obsolete line folding (RFC 7230
-  3.2.4) is not joined: a Host line is complete at its line feed.
-* DNS: a message shorter than its header, or whose question runs past the end, is
-  ``NS_MALFORMED``.  If the question parsed but the answer section is truncated or inconsistent the
-  status is ``NS_MALFORMED`` and ``out`` still holds the name and the answers read before the fault.
-  The root name (empty) gives ``NS_NO_NAME`` with qtype and answers filled.
+  the first non-empty ``Host`` header wins (name case-insensitive, no space before the colon,
+  blanks around the value removed); obsolete line folding (RFC 9112 5.2) is not joined: a Host
+  line is complete at its line feed.  CRLF and bare LF line ends are both accepted.
+* DNS: a message shorter than its header, or whose first question is cut or inconsistent, is
+  ``NS_MALFORMED``.  Once the question has parsed the status is ``NS_FOUND`` and the answers are
+  best effort: the walk stops at the first truncated or inconsistent record (snap-length-cut
+  captures, fuzzed packets) and keeps the A/AAAA records read before it, because the name is what
+  classification needs.  The root name (empty) gives ``NS_NO_NAME`` with qtype and answers filled.
+* HTTP request lines are read leniently, as nDPI does: several spaces between the parts
+  (``http-manipulated.pcap``) and raw spaces inside the target (``WebattackRCE.pcap``) are
+  accepted; the version must be the line's last token.  So "GET /x" without a line end stays
+  ``NS_NEED_MORE`` until its line feed (or the 16 KiB bound).
 """
 from libc.stdint cimport uint8_t, uint16_t, uint32_t
 from libc.string cimport memcpy, memset
@@ -106,6 +113,18 @@ cdef int _tls_gather(const uint8_t* stream, uint32_t length, uint8_t* dst, uint3
 
 
 cdef int _tls_parse_hello(const uint8_t* m, uint32_t n, tls_info_t* out) noexcept nogil:
+    """Parse one complete ClientHello; a failure leaves no name, ALPN or ECH flag behind."""
+    cdef int st = _tls_parse_body(m, n, out)
+    if st != NS_FOUND and st != NS_NO_NAME:
+        out.name = NULL
+        out.name_len = 0
+        out.alpn = NULL
+        out.alpn_len = 0
+        out.ech = 0
+    return st
+
+
+cdef int _tls_parse_body(const uint8_t* m, uint32_t n, tls_info_t* out) noexcept nogil:
     """Parse one complete ClientHello handshake message (header included, n bytes)."""
     # RFC 8446 4.1.2: legacy_version(2) random(32) session_id<0..32> cipher_suites<2..2^16-2>
     # legacy_compression_methods<1..2^8-1> extensions<8..2^16-1>
@@ -151,7 +170,7 @@ cdef int _tls_parse_hello(const uint8_t* m, uint32_t n, tls_info_t* out) noexcep
             return NS_MALFORMED
         e = p
         if etype == 0 and out.name == NULL:
-            # RFC 6066 3: ServerNameList = server_name_list<1..2^16-1> of (name_type, HostName<1..2^16-1>)
+            # RFC 6066 3: server_name_list<1..2^16-1> of (name_type(1), HostName<1..2^16-1>)
             if elen < 2:
                 return NS_MALFORMED
             lst_end = e + 2 + _be16(m + e)
@@ -320,36 +339,34 @@ cdef int http_host(const uint8_t* stream, uint32_t length, name_ref_t* out) noex
     if st != NS_FOUND:
         return st
     lim = length if length < HTTP_MAX_HEAD else HTTP_MAX_HEAD
-    # Request line (RFC 9112 3): method SP request-target SP HTTP-version CRLF.
+    # Request line (RFC 9112 3): method SP request-target SP HTTP-version CRLF.  Read leniently
+    # like nDPI: the version is the line's last token, so a target with raw spaces
+    # ("GET /x;cat /etc/passwd HTTP/1.1", WebattackRCE.pcap) still parses; control bytes other
+    # than TAB/CR mean binary data, not HTTP.
     p = mlen + 1
-    while p < lim and stream[p] != 32:
-        if stream[p] == 10 or stream[p] == 13 or stream[p] == 0:
-            return NS_NOT_PROTO          # HTTP/0.9 or binary: not an HTTP/1.x request
+    while p < lim and stream[p] != 10:
+        if stream[p] < 32 and stream[p] != 9 and stream[p] != 13:
+            return NS_NOT_PROTO
         p += 1
     if p >= lim:
         return NS_MALFORMED if length >= HTTP_MAX_HEAD else NS_NEED_MORE
-    if p == mlen + 1:
-        return NS_NOT_PROTO              # empty request-target
-    p += 1
+    le = p                               # the LF
+    if le > mlen + 1 and stream[le - 1] == 13:
+        le -= 1
+    # "<sp>HTTP/1.<digit>" ends the line, and a non-space target precedes it.
+    if le < mlen + 1 + 1 + 9:
+        return NS_NOT_PROTO
+    a = le - 9
+    if stream[a] != 32 or stream[le - 1] < 48 or stream[le - 1] > 57:
+        return NS_NOT_PROTO
     for k in range(7):
-        if p >= length:
-            return NS_NEED_MORE
-        if stream[p] != <uint8_t>ver[k]:
+        if stream[a + 1 + k] != <uint8_t>ver[k]:
             return NS_NOT_PROTO
-        p += 1
-    if p >= length:
-        return NS_NEED_MORE
-    if stream[p] < 48 or stream[p] > 57:
-        return NS_NOT_PROTO
-    p += 1
-    if p >= length:
-        return NS_NEED_MORE
-    if stream[p] == 13:
-        p += 1
-        if p >= length:
-            return NS_NEED_MORE
-    if stream[p] != 10:
-        return NS_NOT_PROTO
+    b = mlen + 1
+    while b < a and stream[b] == 32:
+        b += 1
+    if b == a:
+        return NS_NOT_PROTO              # empty request-target
     p += 1
     # Header lines (RFC 9112 5): field-name ":" OWS field-value OWS, CRLF or bare LF.
     while True:
@@ -482,22 +499,23 @@ cdef int dns_message(const uint8_t* msg, uint32_t length, dns_info_t* out) noexc
         return NS_MALFORMED
     out.qtype = <uint16_t>_be16(msg + p)
     p += 4
+    st = NS_FOUND if out.name_len > 0 else NS_NO_NAME
     for i in range(1, qd):
         if _dns_skip_name(msg, length, &p) != NS_FOUND or p + 4 > length:
-            return NS_MALFORMED
+            return st                    # answers unreachable: best effort stops here
         p += 4
     if out.is_response:
         # RFC 1035 4.1.3 resource record: name type(2) class(2) ttl(4) rdlength(2) rdata.
         for i in range(an):
             if _dns_skip_name(msg, length, &p) != NS_FOUND or p + 10 > length:
-                return NS_MALFORMED
+                return st
             rtype = _be16(msg + p)
             rclass = _be16(msg + p + 2) & 0x7fff     # mDNS cache-flush bit (RFC 6762 10.2)
             ttl = _be32(msg + p + 4)
             rdlen = _be16(msg + p + 8)
             p += 10
             if p + rdlen > length:
-                return NS_MALFORMED
+                return st
             if rclass == 1 and ((rtype == 1 and rdlen == 4) or (rtype == 28 and rdlen == 16)):
                 if out.n_answers < 32:
                     a = &out.answers[out.n_answers]
@@ -509,7 +527,7 @@ cdef int dns_message(const uint8_t* msg, uint32_t length, dns_info_t* out) noexc
                 else:
                     out.n_answers_dropped += 1
             p += rdlen
-    return NS_FOUND if out.name_len > 0 else NS_NO_NAME
+    return st
 
 
 # ---------------------------------------------------------------------------------------------
