@@ -13,4 +13,6 @@ ctypedef struct frame_t:
 cdef class CaptureReader:
     cdef object _source            # path or file object, for messages
     cdef public object counters    # dict: frames, bytes, skipped_* ... (see _capture.pyx)
+    cdef void* _state              # private: cap_state_t* (parser state, buffer), owned, see _capture.pyx
+    cdef object _io                # private: file, decompressor, mmap objects, linktypes list
     cdef Py_ssize_t fill(self, frame_t* frames, Py_ssize_t max_frames) except -1

@@ -1,0 +1,958 @@
+# cython: language_level=3
+"""Capture reader: pcap (micro/nanosecond, both byte orders) and pcapng, plain, gzip or zstd.
+
+``CaptureReader.fill()`` is the hot path (a C call from the flow table): it writes ``frame_t``
+structs that point into the reader's own memory (the mmap of an uncompressed file, or the bounded
+decompression buffer) and builds no Python object per frame.  Every length read from the file is
+checked by hand before use; a damaged file ends the read with a counter and a message in
+``counters["error"]``, never with an exception (``CaptureError`` only for a file that is not a
+capture at all) and never with a loop that makes no progress.
+
+Formats: pcap per the libpcap file format (draft-ietf-opsawg-pcap), pcapng per
+draft-ietf-opsawg-pcapng (section header, interface description, enhanced / simple / obsolete
+packet blocks).
+"""
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.memoryview cimport PyMemoryView_FromMemory
+from cpython.buffer cimport PyBUF_WRITE
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, int64_t, uint64_t
+from libc.stdlib cimport calloc, realloc, free
+from libc.string cimport memmove
+
+import os
+import stat
+
+from kzfilter.errors import CaptureError
+
+cdef extern from *:
+    """
+    typedef unsigned __int128 kz_u128;
+    """
+    ctypedef unsigned long long kz_u128
+
+# --- limits -----------------------------------------------------------------------------------
+# libpcap's largest snapshot length (MAXIMUM_SNAPLEN): a record claiming more captured bytes is
+# not a packet any capture tool writes.
+DEF MAX_CAPLEN = 262144
+# Streaming buffer: starts at 256 KiB, grows for one large block up to the hard cap (largest
+# packet + 64 KiB of pcapng options); larger blocks are skipped without being buffered.
+DEF BUF_INIT = 262144
+DEF BUF_HARD_CAP = 262144 * 2 + 65536
+# libpcap refuses pcapng blocks above 16 MiB (MAX_BLOCKSIZE); such a length is garbage.
+DEF MAX_BLOCK = 16 * 1024 * 1024
+# Interfaces per pcapng section (frame_t.iface is 16 bits).
+DEF MAX_IFACES = 65536
+DEF ITER_BATCH = 64
+
+#: Python-visible limits (tests and docs).
+MAX_CAPLEN_LIMIT = MAX_CAPLEN
+BUFFER_INITIAL = BUF_INIT
+BUFFER_HARD_CAP = BUF_HARD_CAP
+MAX_BLOCK_LEN = MAX_BLOCK
+
+# formats
+DEF FMT_PCAP = 1
+DEF FMT_PCAPNG = 2
+
+# pcapng block types (draft-ietf-opsawg-pcapng section 11.1)
+DEF BT_SHB = 0x0A0D0D0A
+DEF BT_IDB = 0x00000001
+DEF BT_OPB = 0x00000002   # obsolete Packet Block (appendix A)
+DEF BT_SPB = 0x00000003
+DEF BT_EPB = 0x00000006
+DEF BOM = 0x1A2B3C4D
+
+# IDB options (section 4.2)
+DEF OPT_ENDOFOPT = 0
+DEF OPT_IF_TSRESOL = 9
+DEF OPT_IF_TSOFFSET = 14
+
+# ensure() results
+DEF ENS_EOF = 0       # not enough bytes and none will come
+DEF ENS_OK = 1
+DEF ENS_YIELD = 2     # must move the buffer but frames of this batch point into it
+DEF ENS_TOO_BIG = 3   # request above the buffer's hard cap
+
+# step results
+DEF ST_FRAME = 1      # one frame written
+DEF ST_NONE = 0       # a block consumed, no frame
+DEF ST_YIELD = 2      # end the batch now, continue at the next fill()
+DEF ST_END = 3        # no more frames (end of file or a stop)
+
+ctypedef struct iface_t:
+    uint32_t snaplen
+    uint16_t linktype
+    uint8_t ts_kind       # 0: multiply, 1: divide, 2: binary fraction (shift)
+    uint8_t ts_shift
+    uint64_t ts_factor
+    uint64_t ts_offset_ns
+
+ctypedef struct cap_state_t:
+    # input window: bytes [0, end) of `base` are file bytes starting at file offset win_off
+    const uint8_t* base
+    uint8_t* buf          # owned streaming buffer (NULL when mapped)
+    size_t cap
+    size_t pos
+    size_t end
+    uint64_t win_off
+    int mapped
+    int eof
+    int done
+    int closed
+    # format
+    int fmt
+    int be                # big-endian fields (pcap header / current pcapng section)
+    int nsec              # pcap nanosecond magic
+    uint32_t snaplen      # pcap
+    uint16_t linktype     # pcap
+    iface_t* ifaces       # pcapng interfaces of the current section
+    uint32_t n_ifaces
+    uint32_t cap_ifaces
+    int64_t last_ts
+    # counters
+    uint64_t frames
+    uint64_t bytes
+    uint64_t wire_bytes
+    uint64_t truncated
+    uint64_t bad
+    uint64_t skipped
+    uint64_t unknown_iface
+    uint64_t over_snaplen
+    size_t peak_cap
+    frame_t iter_frames[ITER_BATCH]
+
+
+cdef inline uint16_t rd16(const uint8_t* p, int be) noexcept nogil:
+    if be:
+        return <uint16_t>((<uint16_t>p[0] << 8) | p[1])
+    return <uint16_t>((<uint16_t>p[1] << 8) | p[0])
+
+
+cdef inline uint32_t rd32(const uint8_t* p, int be) noexcept nogil:
+    if be:
+        return ((<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3])
+    return ((<uint32_t>p[3] << 24) | (<uint32_t>p[2] << 16) | (<uint32_t>p[1] << 8) | p[0])
+
+
+cdef inline uint64_t rd64(const uint8_t* p, int be) noexcept nogil:
+    if be:
+        return (<uint64_t>rd32(p, 1) << 32) | rd32(p + 4, 1)
+    return (<uint64_t>rd32(p + 4, 0) << 32) | rd32(p, 0)
+
+
+cdef void set_tsresol(iface_t* it, uint8_t v) noexcept nogil:
+    """if_tsresol (pcapng section 4.2): MSB clear = 10^-n seconds, set = 2^-n seconds."""
+    cdef uint32_t n = v & 0x7F
+    cdef uint64_t p = 1
+    cdef uint32_t i
+    if v & 0x80:
+        it.ts_kind = 2
+        it.ts_shift = <uint8_t>n
+        it.ts_factor = 0
+    elif n <= 9:
+        for i in range(9 - n):
+            p *= 10
+        it.ts_kind = 0
+        it.ts_factor = p
+    else:
+        it.ts_kind = 1
+        if n - 9 > 19:
+            it.ts_factor = 0      # finer than 1e-28 s: every timestamp rounds to 0 ns
+        else:
+            for i in range(n - 9):
+                p *= 10
+            it.ts_factor = p
+
+
+cdef inline int64_t iface_ts(const iface_t* it, uint64_t t) noexcept nogil:
+    """Timestamp units -> ns since the epoch; unsigned arithmetic so hostile values wrap, no UB."""
+    cdef uint64_t ns
+    cdef uint64_t frac
+    if it.ts_kind == 0:
+        ns = t * it.ts_factor
+    elif it.ts_kind == 1:
+        ns = t / it.ts_factor if it.ts_factor != 0 else 0
+    else:
+        if it.ts_shift == 0:
+            ns = t * 1000000000ULL
+        elif it.ts_shift < 64:
+            frac = t & ((1ULL << it.ts_shift) - 1)
+            ns = (t >> it.ts_shift) * 1000000000ULL + <uint64_t>(
+                (<kz_u128>frac * 1000000000ULL) >> it.ts_shift)
+        else:
+            ns = <uint64_t>((<kz_u128>t * 1000000000ULL) >> it.ts_shift)
+    return <int64_t>(ns + it.ts_offset_ns)
+
+
+class _Prepend:
+    """Binary reader that first returns `prefix` (the sniffed magic), then the rest of `f`."""
+
+    def __init__(self, prefix, f):
+        self._prefix = prefix
+        self._f = f
+
+    def read(self, n=-1):
+        if self._prefix:
+            if n is None or n < 0:
+                data = self._prefix + self._f.read()
+                self._prefix = b""
+                return data
+            head = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            if len(head) < n:
+                more = self._f.read(n - len(head))
+                if more:
+                    head += more
+            return head
+        return self._f.read(n)
+
+    def readinto(self, mv):
+        data = self.read(len(mv))
+        k = len(data)
+        mv[:k] = data
+        return k
+
+
+class _GzipStream:
+    """gzip members (RFC 1952) decompressed straight from large input chunks.
+
+    ``gzip.GzipFile`` reads its input 8 KiB at a time through several Python layers; feeding zlib
+    256 KiB chunks costs less per byte.  Concatenated members are read one after the other.
+    """
+
+    CHUNK = 262144
+
+    def __init__(self, f):
+        import zlib
+        self._zlib = zlib
+        self._f = f
+        self._d = zlib.decompressobj(31)     # 16 + 15: gzip header and trailer, 32 KiB window
+
+    def readinto(self, mv):
+        n = len(mv)
+        d = self._d
+        while True:
+            if d.unconsumed_tail:
+                data = d.decompress(d.unconsumed_tail, n)
+            elif d.eof:
+                rest = d.unused_data
+                if not rest:
+                    rest = self._f.read(self.CHUNK)
+                if not rest:
+                    return 0
+                d = self._d = self._zlib.decompressobj(31)
+                data = d.decompress(rest, n)
+            else:
+                chunk = self._f.read(self.CHUNK)
+                if not chunk:
+                    raise EOFError("gzip stream ended before the end-of-stream marker")
+                data = d.decompress(chunk, n)
+            if data:
+                k = len(data)
+                mv[:k] = data
+                return k
+
+    def close(self):
+        self._d = None
+
+
+class _Input:
+    """Python-side resources of one reader: files, decompressor, mmap, link types."""
+
+    def __init__(self):
+        self.raw = None          # file object we read bytes from (compressed or not)
+        self.owned = False       # we opened raw (close it)
+        self.stream = None       # object with readinto() giving capture bytes (streaming mode)
+        self.mm = None
+        self.mv = None
+        self.compression = None
+        self.file_size = None
+        self.linktypes = []
+        self.name = None
+
+    def close(self):
+        if self.mv is not None:
+            self.mv.release()
+            self.mv = None
+        if self.mm is not None:
+            self.mm.close()
+            self.mm = None
+        if self.stream is not None and self.compression is not None:
+            try:
+                self.stream.close()
+            except Exception:
+                pass
+        self.stream = None
+        if self.raw is not None and self.owned:
+            self.raw.close()
+        self.raw = None
+
+    def tell(self):
+        try:
+            return self.raw.tell()
+        except Exception:
+            return None
+
+
+# --- reader internals (module-level: the .pxd declares only the public contract) ---
+
+cdef _open_input(CaptureReader self):
+    cdef cap_state_t* st = <cap_state_t*>self._state
+    cdef const unsigned char[::1] view
+    io = self._io
+    raw = io.raw
+    try:
+        info = os.fstat(raw.fileno())
+        io.file_size = info.st_size if stat.S_ISREG(info.st_mode) else None
+    except Exception:
+        io.file_size = None
+    try:
+        magic = raw.read(4)
+    except OSError as exc:
+        raise CaptureError(f"{io.name}: cannot read capture: {exc}") from exc
+    if magic is None:
+        magic = b""
+    magic = bytes(magic)
+    if len(magic) == 0:
+        raise CaptureError(f"{io.name}: empty file, not a capture")
+    if magic[:2] == b"\x1f\x8b":
+        io.compression = "gzip"
+        io.stream = _GzipStream(_Prepend(magic, raw))
+    elif magic == b"\x28\xb5\x2f\xfd":
+        try:
+            import zstandard
+        except ImportError as exc:
+            raise CaptureError(f"{io.name}: zstd-compressed capture needs the 'zstandard' "
+                               f"package") from exc
+        io.compression = "zstd"
+        io.stream = zstandard.ZstdDecompressor().stream_reader(
+            _Prepend(magic, raw), read_across_frames=True)
+    elif io.owned and io.file_size:
+        # A regular file we opened: map it (no copy, frames point into the map).
+        import mmap
+        try:
+            mm = mmap.mmap(raw.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            mm = None
+        if mm is not None:
+            io.mm = mm
+            io.mv = memoryview(mm)
+            view = io.mv
+            st.base = &view[0]
+            st.end = len(mm)
+            st.mapped = 1
+            st.eof = 1
+            return
+        io.stream = _Prepend(magic, raw)
+    else:
+        io.stream = _Prepend(magic, raw)
+    st.buf = <uint8_t*>calloc(BUF_INIT, 1)
+    if st.buf == NULL:
+        raise MemoryError()
+    st.base = st.buf
+    st.cap = BUF_INIT
+    st.peak_cap = BUF_INIT
+
+
+cdef Py_ssize_t _refill(CaptureReader self) except -1:
+    """Read stream bytes into the free tail of the buffer; sets eof at the end or on error."""
+    cdef cap_state_t* st = <cap_state_t*>self._state
+    cdef Py_ssize_t k
+    if st.eof or st.end >= st.cap:
+        return 0
+    mv = PyMemoryView_FromMemory(<char*>st.buf + st.end, <Py_ssize_t>(st.cap - st.end),
+                                 PyBUF_WRITE)
+    try:
+        got = self._io.stream.readinto(mv)
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        # Corrupt or cut compressed stream, I/O error: keep what was read, report why.
+        st.eof = 1
+        if self.counters.get("error") is None:
+            self.counters["error"] = (f"{self._io.name}: read error at (decompressed) offset "
+                                      f"{st.win_off + st.end}: {type(exc).__name__}: {exc}")
+        return 0
+    finally:
+        mv.release()
+    k = got if got is not None else 0
+    if k <= 0:
+        st.eof = 1
+        return 0
+    if <size_t>k > st.cap - st.end:
+        k = <Py_ssize_t>(st.cap - st.end)
+    st.end += <size_t>k
+    return k
+
+
+cdef void _compact(CaptureReader self) noexcept:
+    cdef cap_state_t* st = <cap_state_t*>self._state
+    if st.pos == 0:
+        return
+    if st.end > st.pos:
+        memmove(st.buf, st.buf + st.pos, st.end - st.pos)
+    st.end -= st.pos
+    st.win_off += st.pos
+    st.pos = 0
+
+
+cdef int _ensure(CaptureReader self, size_t need, Py_ssize_t outstanding) except -1:
+    """Make `need` bytes from pos available; see the ENS_* codes."""
+    cdef cap_state_t* st = <cap_state_t*>self._state
+    cdef size_t new_cap
+    cdef uint8_t* nb
+    if st.end - st.pos >= need:
+        return ENS_OK
+    if st.mapped or st.eof:
+        return ENS_EOF
+    if need > BUF_HARD_CAP:
+        return ENS_TOO_BIG
+    if st.pos + need > st.cap:
+        if outstanding:
+            return ENS_YIELD
+        _compact(self)
+        if need > st.cap:
+            new_cap = st.cap
+            while new_cap < need:
+                new_cap *= 2
+            if new_cap > BUF_HARD_CAP:
+                new_cap = BUF_HARD_CAP
+            nb = <uint8_t*>realloc(st.buf, new_cap)
+            if nb == NULL:
+                raise MemoryError()
+            st.buf = nb
+            st.base = nb
+            st.cap = new_cap
+            if new_cap > st.peak_cap:
+                st.peak_cap = new_cap
+    while st.end - st.pos < need and not st.eof:
+        _refill(self)
+    return ENS_OK if st.end - st.pos >= need else ENS_EOF
+
+
+cdef int _discard(CaptureReader self, uint64_t count, Py_ssize_t outstanding) except -1:
+    """Skip `count` bytes without buffering them: ST_NONE, ST_YIELD, or ST_END (cut short)."""
+    cdef cap_state_t* st = <cap_state_t*>self._state
+    cdef uint64_t take
+    if st.mapped:
+        if st.end - st.pos < count:
+            return ST_END
+        st.pos += <size_t>count
+        return ST_NONE
+    if outstanding:
+        return ST_YIELD
+    while True:
+        take = st.end - st.pos
+        if take > count:
+            take = count
+        st.pos += <size_t>take
+        count -= take
+        if count == 0:
+            return ST_NONE
+        if st.eof:
+            return ST_END
+        _compact(self)
+        _refill(self)
+
+
+cdef _read_header(CaptureReader self):
+    cdef cap_state_t* st = <cap_state_t*>self._state
+    cdef const uint8_t* p
+    cdef uint32_t magic_le
+    cdef uint32_t blen
+    cdef uint32_t bom
+    name = self._io.name
+    if _ensure(self, 4, 0) != ENS_OK:
+        raise CaptureError(f"{name}: file too short to be a capture")
+    p = st.base + st.pos
+    magic_le = rd32(p, 0)
+    if magic_le in (0xA1B2C3D4, 0xD4C3B2A1, 0xA1B23C4D, 0x4D3CB2A1):
+        # pcap global header (24 bytes): magic, version, thiszone, sigfigs, snaplen, network
+        st.fmt = FMT_PCAP
+        st.be = magic_le in (0xD4C3B2A1, 0x4D3CB2A1)
+        st.nsec = magic_le in (0xA1B23C4D, 0x4D3CB2A1)
+        if _ensure(self, 24, 0) != ENS_OK:
+            raise CaptureError(f"{name}: pcap file header cut short")
+        p = st.base + st.pos
+        st.snaplen = rd32(p + 16, st.be)
+        # The top bits of the link type carry the FCS length (LT_FCS_* in libpcap).
+        st.linktype = <uint16_t>(rd32(p + 20, st.be) & 0xFFFF)
+        self._io.linktypes.append(st.linktype)
+        st.pos += 24
+        return
+    if magic_le == BT_SHB:
+        st.fmt = FMT_PCAPNG
+        if _ensure(self, 28, 0) != ENS_OK:
+            raise CaptureError(f"{name}: pcapng section header cut short")
+        p = st.base + st.pos
+        bom = rd32(p + 8, 0)
+        if bom == BOM:
+            st.be = 0
+        elif bom == 0x4D3C2B1A:
+            st.be = 1
+        else:
+            raise CaptureError(f"{name}: pcapng section header with bad byte-order magic")
+        blen = rd32(p + 4, st.be)
+        if blen < 28 or blen % 4 != 0 or blen > BUF_HARD_CAP:
+            raise CaptureError(f"{name}: pcapng section header with bad length {blen}")
+        if rd16(p + 12, st.be) != 1:
+            raise CaptureError(f"{name}: unsupported pcapng version {rd16(p + 12, st.be)}")
+        if _ensure(self, blen, 0) != ENS_OK:
+            raise CaptureError(f"{name}: pcapng section header cut short")
+        p = st.base + st.pos
+        if rd32(p + blen - 4, st.be) != blen:
+            raise CaptureError(f"{name}: pcapng section header trailing length mismatch")
+        # The SHB itself is consumed by the block loop (it resets the interface table).
+        return
+    raise CaptureError(f"{name}: not a pcap or pcapng capture (magic {bytes(p[:4]).hex()})")
+
+
+cdef int _stop_error(CaptureReader self, str what) except -1:
+    cdef cap_state_t* st = <cap_state_t*>self._state
+    st.done = 1
+    if self.counters.get("error") is None:
+        self.counters["error"] = f"{self._io.name}: offset {st.win_off + st.pos}: {what}"
+    return ST_END
+
+
+cdef int _stop_truncated(CaptureReader self) except -1:
+    cdef cap_state_t* st = <cap_state_t*>self._state
+    st.done = 1
+    if st.end > st.pos:
+        st.truncated += 1
+    return ST_END
+
+
+cdef int _step_pcap(CaptureReader self, frame_t* f, Py_ssize_t n) except -1:
+    cdef cap_state_t* st = <cap_state_t*>self._state
+    cdef const uint8_t* p
+    cdef uint32_t caplen
+    cdef int r = _ensure(self, 16, n)
+    if r == ENS_YIELD:
+        return ST_YIELD
+    if r != ENS_OK:
+        return _stop_truncated(self)
+    p = st.base + st.pos
+    caplen = rd32(p + 8, st.be)
+    if caplen > MAX_CAPLEN:
+        # No writer produces this: the record header is garbage, nothing after it is trusted.
+        st.bad += 1
+        return _stop_error(self, f"pcap record with captured length {caplen} "
+                                f"(above {MAX_CAPLEN}): record header is garbage")
+    r = _ensure(self, 16 + <size_t>caplen, n)
+    if r == ENS_YIELD:
+        return ST_YIELD
+    if r != ENS_OK:
+        return _stop_truncated(self)
+    p = st.base + st.pos
+    f.ts_ns = <int64_t>(<uint64_t>rd32(p, st.be) * 1000000000ULL
+                        + <uint64_t>rd32(p + 4, st.be) * (1ULL if st.nsec else 1000ULL))
+    f.data = p + 16
+    f.caplen = caplen
+    f.wirelen = rd32(p + 12, st.be)
+    f.linktype = st.linktype
+    f.iface = 0
+    if st.snaplen != 0 and caplen > st.snaplen:
+        # libpcap, dpkt and Wireshark deliver such records unchanged; count them.
+        st.over_snaplen += 1
+    st.pos += 16 + <size_t>caplen
+    st.frames += 1
+    st.bytes += caplen
+    st.wire_bytes += f.wirelen
+    return ST_FRAME
+
+
+cdef int _new_iface(CaptureReader self, const uint8_t* p, uint32_t blen) except -1:
+    cdef cap_state_t* st = <cap_state_t*>self._state
+    cdef iface_t* it
+    cdef iface_t* ni
+    cdef uint32_t o, optend, code, olen, ncap
+    if st.n_ifaces >= MAX_IFACES:
+        st.skipped += 1
+        return 0
+    if st.n_ifaces == st.cap_ifaces:
+        ncap = st.cap_ifaces * 2 if st.cap_ifaces else 8
+        ni = <iface_t*>realloc(st.ifaces, ncap * sizeof(iface_t))
+        if ni == NULL:
+            raise MemoryError()
+        st.ifaces = ni
+        st.cap_ifaces = ncap
+    it = &st.ifaces[st.n_ifaces]
+    it.linktype = rd16(p + 8, st.be)
+    it.snaplen = rd32(p + 12, st.be)
+    it.ts_kind = 0
+    it.ts_shift = 0
+    it.ts_factor = 1000      # default resolution: microseconds
+    it.ts_offset_ns = 0
+    # Options (section 3.5): code, length, value padded to 32 bits; stop at end-of-options
+    # or at the first option that does not fit.
+    o = 16
+    optend = blen - 4
+    while o + 4 <= optend:
+        code = rd16(p + o, st.be)
+        olen = rd16(p + o + 2, st.be)
+        if code == OPT_ENDOFOPT or olen > optend - o - 4:
+            break
+        if code == OPT_IF_TSRESOL and olen >= 1:
+            set_tsresol(it, p[o + 4])
+        elif code == OPT_IF_TSOFFSET and olen >= 8:
+            it.ts_offset_ns = rd64(p + o + 4, st.be) * 1000000000ULL
+        o += 4 + ((olen + 3) & ~3u)
+    st.n_ifaces += 1
+    if len(self._io.linktypes) < MAX_IFACES:
+        self._io.linktypes.append(it.linktype)
+    return 0
+
+
+cdef int _step_pcapng(CaptureReader self, frame_t* f, Py_ssize_t n) except -1:
+    cdef cap_state_t* st = <cap_state_t*>self._state
+    cdef const uint8_t* p
+    cdef uint32_t btype, blen, bom, iface, caplen, wirelen, snap, room
+    cdef uint64_t t
+    cdef int r = _ensure(self, 8, n)
+    cdef int be
+    if r == ENS_YIELD:
+        return ST_YIELD
+    if r != ENS_OK:
+        return _stop_truncated(self)
+    p = st.base + st.pos
+    btype = rd32(p, st.be)
+    be = st.be
+    if rd32(p, 0) == BT_SHB:
+        # A new section may switch byte order: its length is read in the order its
+        # byte-order magic gives (section 4.1).
+        btype = BT_SHB
+        r = _ensure(self, 12, n)
+        if r == ENS_YIELD:
+            return ST_YIELD
+        if r != ENS_OK:
+            return _stop_truncated(self)
+        p = st.base + st.pos
+        bom = rd32(p + 8, 0)
+        if bom == BOM:
+            be = 0
+        elif bom == 0x4D3C2B1A:
+            be = 1
+        else:
+            st.bad += 1
+            return _stop_error(self, "pcapng section header with bad byte-order magic")
+    blen = rd32(p + 4, be)
+    if blen < 12 or blen % 4 != 0 or blen > MAX_BLOCK:
+        st.bad += 1
+        return _stop_error(self, f"pcapng block type 0x{btype:08x} with bad length {blen}")
+    if blen > BUF_HARD_CAP:
+        # Too large to buffer: skip it unparsed (a packet this large is not plausible).
+        r = _discard(self, blen, n)
+        if r == ST_YIELD:
+            return ST_YIELD
+        if r == ST_END:
+            st.truncated += 1
+            st.done = 1
+            return ST_END
+        if btype == BT_SHB:
+            st.bad += 1
+            return _stop_error(self, f"pcapng section header of {blen} bytes")
+        if btype == BT_EPB or btype == BT_SPB or btype == BT_OPB:
+            st.bad += 1
+        else:
+            st.skipped += 1
+        return ST_NONE
+    r = _ensure(self, blen, n)
+    if r == ENS_YIELD:
+        return ST_YIELD
+    if r != ENS_OK:
+        return _stop_truncated(self)
+    p = st.base + st.pos
+    if rd32(p + blen - 4, be) != blen:
+        st.bad += 1
+        return _stop_error(self, f"pcapng block type 0x{btype:08x}: trailing length "
+                                f"{rd32(p + blen - 4, be)} != {blen}")
+    if btype == BT_EPB or btype == BT_OPB:
+        if blen < 32:
+            st.bad += 1
+            st.pos += blen
+            return ST_NONE
+        if btype == BT_EPB:
+            iface = rd32(p + 8, be)
+        else:
+            iface = rd16(p + 8, be)
+        caplen = rd32(p + 20, be)
+        wirelen = rd32(p + 24, be)
+        if iface >= st.n_ifaces:
+            st.unknown_iface += 1
+            st.pos += blen
+            return ST_NONE
+        if caplen > blen - 32 or caplen > MAX_CAPLEN:
+            st.bad += 1
+            st.pos += blen
+            return ST_NONE
+        snap = st.ifaces[iface].snaplen
+        if snap != 0 and caplen > snap:
+            st.over_snaplen += 1
+        t = (<uint64_t>rd32(p + 12, be) << 32) | rd32(p + 16, be)
+        f.ts_ns = iface_ts(&st.ifaces[iface], t)
+        f.data = p + 28
+        f.caplen = caplen
+        f.wirelen = wirelen
+        f.linktype = st.ifaces[iface].linktype
+        f.iface = <uint16_t>iface
+        st.last_ts = f.ts_ns
+    elif btype == BT_SPB:
+        # Simple packet block (section 4.4): interface 0, no timestamp (we reuse the last
+        # one seen so idle timers stay sane); captured length = min(original, snaplen, room).
+        if blen < 16:
+            st.bad += 1
+            st.pos += blen
+            return ST_NONE
+        if st.n_ifaces == 0:
+            st.unknown_iface += 1
+            st.pos += blen
+            return ST_NONE
+        wirelen = rd32(p + 8, be)
+        room = blen - 16
+        caplen = wirelen
+        snap = st.ifaces[0].snaplen
+        if snap != 0 and caplen > snap:
+            caplen = snap
+        if caplen > room:
+            caplen = room
+        if caplen > MAX_CAPLEN:
+            caplen = MAX_CAPLEN
+        f.ts_ns = st.last_ts
+        f.data = p + 12
+        f.caplen = caplen
+        f.wirelen = wirelen
+        f.linktype = st.ifaces[0].linktype
+        f.iface = 0
+    else:
+        if btype == BT_SHB:
+            if blen < 28:
+                st.bad += 1
+                return _stop_error(self, f"pcapng section header with bad length {blen}")
+            if rd16(p + 12, be) != 1:
+                st.bad += 1
+                return _stop_error(self, f"unsupported pcapng version {rd16(p + 12, be)}")
+            st.be = be
+            st.n_ifaces = 0         # interface numbers restart in every section
+        elif btype == BT_IDB:
+            if blen < 20:
+                st.bad += 1
+            else:
+                _new_iface(self, p, blen)
+        else:
+            st.skipped += 1
+        st.pos += blen
+        return ST_NONE
+    st.pos += blen
+    st.frames += 1
+    st.bytes += f.caplen
+    st.wire_bytes += f.wirelen
+    return ST_FRAME
+
+
+cdef _sync_counters(CaptureReader self):
+    cdef cap_state_t* st = <cap_state_t*>self._state
+    c = self.counters
+    io = self._io
+    c["frames"] = st.frames
+    c["bytes"] = st.bytes
+    c["wire_bytes"] = st.wire_bytes
+    c["truncated_records"] = st.truncated
+    c["bad_records"] = st.bad
+    c["skipped_blocks"] = st.skipped
+    c["unknown_interface"] = st.unknown_iface
+    c["over_snaplen"] = st.over_snaplen
+    if "error" not in c:
+        c["error"] = None
+    c["format"] = ("pcap-ns" if st.nsec else "pcap") if st.fmt == FMT_PCAP else (
+        "pcapng" if st.fmt == FMT_PCAPNG else None)
+    c["compression"] = io.compression
+    if io.compression is None:
+        c["bytes_read"] = st.win_off + st.pos
+    else:
+        told = io.tell()
+        c["bytes_read"] = told if told is not None else 0
+    c["file_size"] = io.file_size
+
+
+cdef class CaptureReader:
+    """Read frames from a pcap or pcapng capture, optionally gzip or zstd compressed.
+
+    Parameters
+    ----------
+    source : str | os.PathLike | binary file object
+        A path (uncompressed files are mmap'ed) or an object with ``read()`` (read in a stream; it
+        is not closed by the reader).
+
+    Raises
+    ------
+    CaptureError
+        The file is not a capture (unknown magic, header cut short or inconsistent); the message
+        names the file.  Damage after the header is reported in ``counters`` instead.
+
+    Example
+    -------
+    >>> with CaptureReader("trace.pcapng.zst") as r:          # doctest: +SKIP
+    ...     for ts_ns, linktype, data, wirelen in r:
+    ...         pass
+    ...     r.counters["frames"]
+    """
+
+    def __cinit__(self, *args, **kwargs):
+        self._state = calloc(1, sizeof(cap_state_t))
+        if self._state == NULL:
+            raise MemoryError()
+        self._io = _Input()
+        self.counters = {}
+
+    def __dealloc__(self):
+        cdef cap_state_t* st = <cap_state_t*>self._state
+        if st != NULL:
+            free(st.buf)
+            free(st.ifaces)
+            free(st)
+            self._state = NULL
+
+    def __init__(self, source):
+        cdef cap_state_t* st = <cap_state_t*>self._state
+        if self._io.name is not None:
+            raise RuntimeError("CaptureReader is already initialised")
+        self._source = source
+        io = self._io
+        if isinstance(source, (str, bytes, os.PathLike)):
+            io.name = os.fsdecode(source)
+            try:
+                raw = open(source, "rb")
+            except OSError as exc:
+                raise CaptureError(f"{io.name}: cannot open capture: {exc.strerror or exc}") from exc
+            io.raw = raw
+            io.owned = True
+        elif hasattr(source, "read"):
+            io.name = str(getattr(source, "name", None) or f"<{type(source).__name__}>")
+            io.raw = source
+        else:
+            raise TypeError(f"CaptureReader source must be a path or a binary file object, "
+                            f"not {type(source).__name__}")
+        try:
+            _open_input(self)
+            _read_header(self)
+        except BaseException:
+            self.close()
+            raise
+        _sync_counters(self)
+
+    # --- batches -----------------------------------------------------------------------------
+    cdef Py_ssize_t fill(self, frame_t* frames, Py_ssize_t max_frames) except -1:
+        """Write up to max_frames frames; 0 means the end.  Frames stay valid until the next call."""
+        cdef cap_state_t* st = <cap_state_t*>self._state
+        cdef Py_ssize_t n = 0
+        cdef int r
+        if max_frames < 1:
+            raise ValueError("fill() needs room for at least one frame")
+        if st.done or st.closed or st.fmt == 0:     # fmt 0: __init__ never ran or failed
+            return 0
+        while n < max_frames:
+            if st.fmt == FMT_PCAP:
+                r = _step_pcap(self, &frames[n], n)
+            else:
+                r = _step_pcapng(self, &frames[n], n)
+            if r == ST_FRAME:
+                n += 1
+            elif r == ST_YIELD:
+                break
+            elif r == ST_END:
+                st.done = 1
+                break
+        _sync_counters(self)
+        return n
+
+    # --- Python API --------------------------------------------------------------------------
+    def __iter__(self):
+        """Yield ``(ts_ns, linktype, data, wirelen)`` per frame (one bytes object each)."""
+        cdef cap_state_t* st = <cap_state_t*>self._state
+        cdef Py_ssize_t k, i
+        cdef frame_t* f
+        while True:
+            st = <cap_state_t*>self._state
+            if st == NULL:
+                return
+            k = self.fill(st.iter_frames, ITER_BATCH)
+            if k == 0:
+                return
+            batch = []
+            for i in range(k):
+                f = &st.iter_frames[i]
+                batch.append((f.ts_ns, f.linktype,
+                              PyBytes_FromStringAndSize(<const char*>f.data, f.caplen),
+                              f.wirelen))
+            yield from batch
+
+    def drain(self, Py_ssize_t batch=256):
+        """Read to the end through fill() without building frame objects; return frames read.
+
+        For benchmarks and counting: the same C path the flow table uses.
+        """
+        cdef frame_t* frames
+        cdef Py_ssize_t k, total = 0
+        cdef uint64_t sink = 0
+        if batch < 1:
+            raise ValueError("batch must be >= 1")
+        frames = <frame_t*>calloc(<size_t>batch, sizeof(frame_t))
+        if frames == NULL:
+            raise MemoryError()
+        try:
+            while True:
+                k = self.fill(frames, batch)
+                if k == 0:
+                    break
+                total += k
+                sink += frames[k - 1].caplen
+        finally:
+            free(frames)
+        return total
+
+    @property
+    def linktypes(self):
+        """Link types in file order: the pcap header's, or one per pcapng interface block."""
+        return list(self._io.linktypes)
+
+    @property
+    def buffer_capacity(self):
+        """Bytes held by the streaming buffer (0 when mmap'ed): bounded whatever the file size."""
+        cdef cap_state_t* st = <cap_state_t*>self._state
+        return 0 if st.mapped else st.cap
+
+    @property
+    def buffer_peak(self):
+        """Largest streaming buffer capacity reached so far (0 when mmap'ed)."""
+        cdef cap_state_t* st = <cap_state_t*>self._state
+        return 0 if st.mapped else st.peak_cap
+
+    @property
+    def name(self):
+        """File name used in messages."""
+        return self._io.name
+
+    def close(self):
+        """Release the map, buffer and files; further reads yield nothing.  Idempotent."""
+        cdef cap_state_t* st = <cap_state_t*>self._state
+        st.closed = 1
+        st.done = 1
+        st.base = NULL
+        self._io.close()
+        free(st.buf)
+        st.buf = NULL
+        st.cap = 0
+        st.end = 0
+        st.pos = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __repr__(self):
+        return f"<CaptureReader {self._io.name!r} {self.counters.get('format')}>"
+
