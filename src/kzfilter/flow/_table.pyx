@@ -1,0 +1,1470 @@
+# cython: language_level=3
+"""The flow table: packets in, one record per bidirectional flow out, with the name it went to.
+
+Per packet (C, no GIL, no Python object): dissect -> find or create the flow (open addressing over
+a slab of ``flow_t``) -> counters -> name extraction from the client's first bytes.  Only a QUIC
+Initial from a client whose name is still pending takes the GIL (``kzfilter.packet.quic`` decrypts
+in Python); it is handled inline so per-flow order is exact.
+
+Design decisions (see also :mod:`kzfilter.flow.records` for the record schema):
+
+* Key: (vlan, l4proto, ip_version, the two ip:port endpoints), unordered.  Client = initiator: the
+  sender of a SYN without ACK; the receiver of a SYN+ACK seen first; otherwise the first sender.
+* Time is capture time.  A flow idle longer than its list's timeout (TCP ``idle_timeout``, others
+  ``udp_idle_timeout``) ends "idle"; one older than ``active_timeout`` ends "active-timeout" (the
+  next packet opens a new flow).  Expired flows are swept every ``sweep_interval`` seconds of
+  capture time and checked again when their next packet arrives, so results do not depend on the
+  sweep period.  RST, or FIN from both sides, closes a TCP flow: it stays ``close_grace`` seconds in
+  the table to absorb trailing ACKs/retransmissions, then ends "rst"/"fin".  A SYN (without ACK)
+  on a closed flow starts a new flow at once (port reuse).
+* ``max_flows``: at the cap the least recently seen flow is evicted (exact LRU per timeout list;
+  the oldest of the three list heads) and its record is emitted with end_reason "evicted".
+* TCP names: the client->server stream is reassembled by sequence number from the SYN's ISN+1 (or
+  the first client payload seen when the SYN was missed), in a buffer allocated only when a
+  message spans packets, bounded by ``reasm_limit`` and freed as soon as the name is known or given
+  up.  Bytes already held win over retransmitted/overlapping copies (RFC 9293 leaves overlap
+  resolution to the receiver; first-wins is what most stacks and nDPI do).  Only the contiguous
+  prefix is parsed: 0x16 -> TLS ClientHello, an HTTP method -> Host, port 53 -> DNS over TCP.
+* UDP names: ports 53/5353/5355 -> every datagram is parsed as DNS (query name; the question of a
+  response when only the response is seen) and A/AAAA answers enter the DNS association table
+  (client ip, answer ip) -> (name, ts + ttl), FIFO-bounded by ``dns_assoc_max``; a later flow from
+  that client to that address with no name of its own gets "dns-answer".  A client datagram that
+  looks like a QUIC long-header Initial goes to kzfilter.packet.quic; the CRYPTO frames (any order,
+  any number of Initials) are reassembled here and parsed by the compiled TLS parser.  Other
+  long-header packets seen before the Initial (0-RTT after reordering) do not end the search.
+  Google QUIC Q024-Q046 sends its CHLO in plaintext: its SNI tag is read here, in C ("quic").
+* Names are never partial: only a parser's NS_FOUND sets one.  They are kept as raw bytes.
+"""
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
+from libc.stdlib cimport malloc, calloc, realloc, free
+from libc.string cimport memcpy, memset, memcmp
+
+from kzfilter.packet._capture cimport CaptureReader, frame_t
+from kzfilter.packet._dissect cimport (
+    dissect, packet_t, DS_OK, DS_NOT_IP, DS_TRUNCATED, DS_MALFORMED, DS_UNSUPPORTED_LINK,
+    DS_FRAGMENT, DS_UNSUPPORTED_L4)
+from kzfilter.packet._hostnames cimport (
+    tls_client_hello, http_host, dns_message, tls_info_t, name_ref_t, dns_info_t,
+    NS_FOUND, NS_NEED_MORE, NS_NOT_PROTO, NS_NO_NAME, NS_MALFORMED)
+
+import numpy as np
+
+from kzfilter.flow.records import RECORD_DTYPE, RecordBatch
+
+cdef enum:
+    BATCH = 1024            # frames per CaptureReader.fill
+    SCRATCH_CAP = 16384     # TLS handshake reassembly scratch (a ClientHello is < 16 KiB)
+    REASM_MIN = 2048        # first allocation of a reassembly buffer
+    QUIC_MAX_TRIES = 8      # client Initial datagrams tried per flow before giving up
+
+cdef enum:
+    L_TCP = 0
+    L_OTHER = 1
+    L_CLOSED = 2
+
+cdef enum:
+    END_FIN = 1
+    END_RST = 2
+    END_IDLE = 3
+    END_ACTIVE = 4
+    END_EVICTED = 5
+    END_EOC = 6
+
+cdef enum:
+    SRC_SNI = 1
+    SRC_QUIC = 2
+    SRC_HTTP = 3
+    SRC_DNS_QUERY = 4
+    SRC_DNS_ANSWER = 5
+
+cdef enum:
+    NN_NO_PAYLOAD = 1
+    NN_UNKNOWN = 2
+    NN_NO_SNI = 3
+    NN_ECH_ONLY = 4
+    NN_NO_HOST = 5
+    NN_GAP = 6
+    NN_LIMIT = 7
+    NN_TRUNCATED = 8
+    NN_MALFORMED = 9
+    NN_QUIC_VERSION = 10
+    NN_QUIC_UNDECRYPTABLE = 11
+    NN_NOT_APPLICABLE = 12
+
+cdef enum:
+    MODE_NONE = 0
+    MODE_TLS = 1
+    MODE_HTTP = 2
+    MODE_DNS_TCP = 3
+    MODE_DNS_UDP = 4
+    MODE_QUIC = 5
+
+cdef enum:
+    TH_FIN = 0x01
+    TH_SYN = 0x02
+    TH_RST = 0x04
+    TH_ACK = 0x10
+
+if RECORD_DTYPE.itemsize != sizeof(rec_t):
+    raise ImportError(f"kzfilter.flow._table: rec_t is {sizeof(rec_t)} bytes but RECORD_DTYPE "
+                      f"is {RECORD_DTYPE.itemsize}; records.py and _table.pxd disagree")
+
+FLOW_STRUCT_SIZE = sizeof(flow_t)
+RECORD_SIZE = sizeof(rec_t)
+
+cdef const uint8_t _EMPTY[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Hashing and the open-addressing index (linear probing, backward-shift deletion)
+# ---------------------------------------------------------------------------------------------
+
+cdef inline uint64_t _fmix(uint64_t k) noexcept nogil:
+    # MurmurHash3 64-bit finaliser: full avalanche for a cheap multiply-xorshift.
+    k ^= k >> 33
+    k *= <uint64_t>0xff51afd7ed558ccd
+    k ^= k >> 33
+    k *= <uint64_t>0xc4ceb9fe1a85ec53
+    k ^= k >> 33
+    return k
+
+
+cdef inline uint64_t _addr_hash(const uint8_t* a, uint32_t port) noexcept nogil:
+    cdef uint64_t x, y
+    memcpy(&x, a, 8)
+    memcpy(&y, a + 8, 8)
+    return _fmix(x * <uint64_t>0x9e3779b97f4a7c15 ^ _fmix(y ^ (<uint64_t>port << 48)))
+
+
+cdef inline uint32_t _flow_hash(const uint8_t* a, uint32_t pa, const uint8_t* b, uint32_t pb,
+                                uint32_t proto, uint32_t vlan, uint32_t ver) noexcept nogil:
+    # The sum of the two endpoint hashes is symmetric: both directions land on the same bucket.
+    return <uint32_t>_fmix(_addr_hash(a, pa) + _addr_hash(b, pb)
+                           + (<uint64_t>proto << 32) + (<uint64_t>vlan << 8) + ver)
+
+
+cdef inline uint32_t _pair_hash(const uint8_t* a, const uint8_t* b) noexcept nogil:
+    return <uint32_t>_fmix(_addr_hash(a, 0) * 31 + _addr_hash(b, 1))
+
+
+cdef int _index_init(index_t* ix, uint32_t size) noexcept nogil:
+    """size: a power of two.  Returns -1 when out of memory."""
+    cdef int32_t* s = <int32_t*>malloc(size * sizeof(int32_t))
+    if s == NULL:
+        return -1
+    memset(s, 0xff, size * sizeof(int32_t))
+    free(ix.slots)
+    ix.slots = s
+    ix.mask = size - 1
+    return 0
+
+
+cdef inline void _index_insert(index_t* ix, const uint32_t* hashes, int32_t slot) noexcept nogil:
+    cdef uint32_t p = hashes[slot] & ix.mask
+    while ix.slots[p] != -1:
+        p = (p + 1) & ix.mask
+    ix.slots[p] = slot
+
+
+cdef void _index_remove(index_t* ix, const uint32_t* hashes, int32_t slot) noexcept nogil:
+    cdef uint32_t mask = ix.mask
+    cdef uint32_t i = hashes[slot] & mask, j, k
+    while ix.slots[i] != slot:
+        if ix.slots[i] == -1:
+            return          # not indexed (cannot happen; tolerate)
+        i = (i + 1) & mask
+    # Backward-shift deletion (Knuth 6.4 algorithm R): no tombstones, probes stay short.
+    j = i
+    while True:
+        ix.slots[i] = -1
+        while True:
+            j = (j + 1) & mask
+            if ix.slots[j] == -1:
+                return
+            k = hashes[ix.slots[j]] & mask
+            # The entry at j may stay unless its home k lies cyclically outside (i, j].
+            if i <= j:
+                if i < k <= j:
+                    continue
+            else:
+                if k > i or k <= j:
+                    continue
+            break
+        ix.slots[i] = ix.slots[j]
+        i = j
+
+
+# ---------------------------------------------------------------------------------------------
+# Reassembly of the first bytes of a stream
+# ---------------------------------------------------------------------------------------------
+
+cdef reasm_t* _reasm_new(uint32_t limit) noexcept nogil:
+    cdef reasm_t* r = <reasm_t*>calloc(1, sizeof(reasm_t))
+    if r != NULL:
+        r.limit = limit
+    return r
+
+
+cdef void _reasm_free(reasm_t* r) noexcept nogil:
+    if r != NULL:
+        free(r.buf)
+        free(r.have)
+        free(r)
+
+
+cdef int _reasm_reserve(reasm_t* r, uint32_t need) noexcept nogil:
+    cdef uint32_t newcap
+    cdef uint8_t* nb
+    cdef uint8_t* nh
+    if need <= r.cap:
+        return 0
+    newcap = r.cap * 2 if r.cap else REASM_MIN
+    while newcap < need:
+        newcap *= 2
+    if newcap > r.limit:
+        newcap = r.limit
+    nb = <uint8_t*>realloc(r.buf, newcap)
+    if nb == NULL:
+        return -1
+    r.buf = nb
+    nh = <uint8_t*>realloc(r.have, (newcap + 7) // 8)
+    if nh == NULL:
+        return -1
+    memset(nh + (r.cap + 7) // 8, 0, (newcap + 7) // 8 - (r.cap + 7) // 8)
+    r.have = nh
+    r.cap = newcap
+    return 0
+
+
+cdef int _reasm_add(reasm_t* r, uint64_t off, const uint8_t* data, uint32_t n) noexcept nogil:
+    """Store data at stream offset off.  Returns 1 if the contiguous prefix grew, 0 if not, -1 on
+    out-of-memory.  Bytes already held (prefix or out-of-order) are kept (first copy wins)."""
+    cdef uint64_t end = off + n
+    cdef uint32_t i, start, old
+    if end > r.limit:
+        r.dropped += 1
+        if off >= r.limit:
+            return 0
+        end = r.limit
+    if end <= r.contig or n == 0:
+        return 0
+    if _reasm_reserve(r, <uint32_t>end) < 0:
+        return -1
+    old = r.contig
+    if off <= r.contig and r.maxend <= r.contig:
+        # In order with nothing held past the prefix: one copy, no bitmap.
+        memcpy(r.buf + r.contig, data + (r.contig - off), <uint32_t>end - r.contig)
+        r.contig = <uint32_t>end
+        r.maxend = r.contig
+        return 1
+    start = r.contig if off < r.contig else <uint32_t>off
+    for i in range(start, <uint32_t>end):
+        if not (r.have[i >> 3] & (1 << (i & 7))):
+            r.buf[i] = data[i - off]
+            r.have[i >> 3] |= <uint8_t>(1 << (i & 7))
+    if end > r.maxend:
+        r.maxend = <uint32_t>end
+    while r.contig < r.maxend and (r.have[r.contig >> 3] & (1 << (r.contig & 7))):
+        r.contig += 1
+    return 1 if r.contig > old else 0
+
+
+cdef class StreamBuffer:
+    """Python view of the reassembly buffer, for tests: ``add(offset, data)``, ``prefix()``."""
+    cdef reasm_t* r
+
+    def __cinit__(self, uint32_t limit=16384):
+        self.r = _reasm_new(limit)
+        if self.r == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        _reasm_free(self.r)
+
+    def add(self, uint64_t offset, const unsigned char[::1] data):
+        """Store ``data`` at ``offset``; True when the contiguous prefix grew."""
+        cdef const uint8_t* p = &data[0] if data.shape[0] else _EMPTY
+        cdef int rc = _reasm_add(self.r, offset, p, <uint32_t>data.shape[0])
+        if rc < 0:
+            raise MemoryError()
+        return rc == 1
+
+    def prefix(self):
+        """The contiguous bytes from offset 0."""
+        return PyBytes_FromStringAndSize(<char*>self.r.buf, self.r.contig) if self.r.contig else b""
+
+    @property
+    def has_gap(self):
+        return self.r.maxend > self.r.contig
+
+    @property
+    def dropped(self):
+        return self.r.dropped
+
+
+# ---------------------------------------------------------------------------------------------
+# QUIC (Python, with the GIL): decrypt one client datagram, return its CRYPTO frames
+# ---------------------------------------------------------------------------------------------
+
+_quic = None
+
+
+def _quic_frames(datagram):
+    """Return (reason code, frames): code 0 and [(offset, bytes), ...] when decrypted."""
+    global _quic
+    if _quic is None:
+        from kzfilter.packet import quic as _q
+        _quic = _q
+    ini = _quic.initial_crypto_frames(datagram)
+    if ini is not None:
+        return 0, ini.frames
+    reason = _quic.quic_reason(datagram)
+    if reason == "unknown-version":
+        return NN_QUIC_VERSION, None
+    if reason in ("not-quic", "not-initial"):
+        return NN_UNKNOWN, None
+    return NN_QUIC_UNDECRYPTABLE, None
+
+
+cdef inline bint _looks_quic_initial(const uint8_t* p, uint32_t n) noexcept nogil:
+    """RFC 8999 long header (bit 0x80), a non-zero version, and the Initial packet type of that
+    version (0b00, but 0b01 for QUIC v2 per RFC 9369 3.2)."""
+    cdef uint32_t version, ptype
+    if n < 7 or not (p[0] & 0x80):
+        return False
+    version = (<uint32_t>p[1] << 24) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 8) | p[4]
+    if version == 0:
+        return False        # version negotiation
+    ptype = (p[0] >> 4) & 3
+    if version == 0x6b3343cf:
+        return ptype == 1
+    return ptype == 0
+
+
+cdef uint32_t _host_without_port(const uint8_t* h, uint32_t n) noexcept nogil:
+    """Length of an HTTP Host value without its ":port" (RFC 9110 7.2: uri-host [ ":" port ]).
+    An unbracketed IPv6 literal (several colons) is left whole."""
+    cdef uint32_t k = n, colons = 0, i
+    while k > 0 and 48 <= h[k - 1] <= 57:
+        k -= 1
+    if k == 0 or k == n or h[k - 1] != 58:
+        return n
+    for i in range(k - 1):
+        if h[i] == 58:
+            colons += 1
+    if colons and h[0] != 91:       # '[' starts a bracketed IPv6 literal
+        return n
+    return k - 1 if k > 1 else n
+
+
+cdef inline bint _ack_padding(uint8_t flags, const uint8_t* p, uint32_t n) noexcept nogil:
+    """A bare ACK "carrying" at most 6 zero bytes: Ethernet padding that a broken IP total
+    length let into the payload (nDPI heuristic_tcp_ack_payload.pcap).  Taking it as stream
+    bytes would make the real first segment, at the same sequence number, a retransmission."""
+    cdef uint32_t i
+    if (flags & (TH_SYN | TH_FIN | TH_RST | 0x08)) or n > 6:
+        return False
+    for i in range(n):
+        if p[i]:
+            return False
+    return True
+
+
+cdef inline bint _is_gquic(const uint8_t* p, uint32_t n) noexcept nogil:
+    """A client packet of Google QUIC Q0xx carrying its version: the public header (flags with
+    PUBLIC_FLAG_VERSION 0x01, an 8-byte connection id when 0x08) before Q046, the long header
+    from Q046 on."""
+    cdef uint32_t at
+    if n < 13:
+        return False
+    if p[0] & 0x80:
+        at = 1
+    elif p[0] & 0x01:
+        at = 9 if p[0] & 0x08 else 1
+    else:
+        return False
+    return p[at] == 81 and p[at + 1] == 48          # "Q0"
+
+
+cdef int _gquic_chlo(const uint8_t* p, uint32_t n, const uint8_t** name,
+                     uint32_t* name_len) noexcept nogil:
+    """SNI of the plaintext CHLO of gQUIC Q024-Q046 (Q050 and T05x encrypt it).
+
+    The CHLO handshake message is "CHLO", a tag count (2 bytes LE), 2 bytes of padding, then per
+    tag a 4-byte tag and the 4-byte LE end offset of its value; the values follow the table.  The
+    SNI is tag "SNI\\0".  The message sits in the first STREAM frame, a few dozen bytes in.
+    """
+    cdef uint32_t k = 0, lim, ntags, i, prev = 0, end
+    cdef uint64_t base
+    cdef const uint8_t* t
+    lim = n - 8 if n > 8 else 0
+    if lim > 256:
+        lim = 256
+    while k < lim and not (p[k] == 67 and p[k + 1] == 72 and p[k + 2] == 76 and p[k + 3] == 79):
+        k += 1
+    if k >= lim:
+        return NS_NOT_PROTO
+    ntags = p[k + 4] | (<uint32_t>p[k + 5] << 8)
+    if ntags == 0 or ntags > 256:
+        return NS_MALFORMED
+    base = <uint64_t>k + 8 + 8 * <uint64_t>ntags
+    if base > n:
+        return NS_NEED_MORE
+    for i in range(ntags):
+        t = p + k + 8 + 8 * i
+        end = t[4] | (<uint32_t>t[5] << 8) | (<uint32_t>t[6] << 16) | (<uint32_t>t[7] << 24)
+        if end < prev:
+            return NS_MALFORMED
+        if t[0] == 83 and t[1] == 78 and t[2] == 73 and t[3] == 0:      # "SNI\0"
+            if base + end > n:
+                return NS_NEED_MORE
+            name[0] = p + base + prev
+            name_len[0] = end - prev
+            return NS_FOUND if end > prev else NS_NO_NAME
+        prev = end
+    return NS_NO_NAME
+
+
+cdef inline bint _is_dns_port(uint32_t port) noexcept nogil:
+    return port == 53 or port == 5353 or port == 5355
+
+
+# ---------------------------------------------------------------------------------------------
+# The table
+# ---------------------------------------------------------------------------------------------
+
+cdef class FlowTable:
+    """Flow table over packets in capture order; see the module docstring for the semantics.
+
+    Parameters (times in seconds of capture time): ``max_flows`` flows held at once (the least
+    recently seen is evicted beyond it); ``idle_timeout`` (TCP) and ``udp_idle_timeout`` (UDP and
+    other transports); ``active_timeout``; ``close_grace`` after FIN/RST; ``sweep_interval``;
+    ``reasm_limit`` client bytes reassembled per flow for its name; ``dns_assoc`` enables the
+    DNS-answer association, bounded by ``dns_assoc_max`` entries; ``capture_name`` labels records.
+    """
+    cdef flow_t* flows
+    cdef uint32_t* fhash
+    cdef index_t fidx
+    cdef uint32_t cap
+    cdef uint32_t max_flows
+    cdef uint32_t n_active
+    cdef int32_t free_head
+    cdef int32_t lhead[3]
+    cdef int32_t ltail[3]
+    cdef int32_t age_head
+    cdef int32_t age_tail
+    cdef int64_t next_id
+    cdef int64_t idle_ns[3]
+    cdef int64_t active_ns
+    cdef int64_t sweep_every_ns
+    cdef int64_t next_sweep_ns
+    cdef int64_t now_ns
+    cdef uint32_t reasm_limit
+    cdef bint dns_assoc
+    cdef uint16_t cur_capture
+    cdef list captures
+
+    cdef assoc_t* assoc
+    cdef uint32_t* ahash
+    cdef index_t aidx
+    cdef uint32_t acap
+    cdef uint32_t amax
+    cdef uint32_t acount
+    cdef uint64_t anext
+
+    cdef rec_t* recs
+    cdef size_t n_recs
+    cdef size_t cap_recs
+    cdef uint8_t* arena
+    cdef size_t arena_len
+    cdef size_t arena_cap
+    cdef uint8_t* alpn_arena
+    cdef size_t alpn_len
+    cdef size_t alpn_cap
+
+    cdef uint8_t* scratch
+    cdef frame_t* frames
+    cdef packet_t pkt
+    cdef dns_info_t dns
+    cdef counters_t c
+    cdef uint64_t oom
+
+
+    def __cinit__(self, *args, **kwargs):
+        self.free_head = -1
+        self.age_head = self.age_tail = -1
+        for i in range(3):
+            self.lhead[i] = -1
+            self.ltail[i] = -1
+        self.scratch = <uint8_t*>malloc(SCRATCH_CAP)
+        self.frames = <frame_t*>malloc(BATCH * sizeof(frame_t))
+        if self.scratch == NULL or self.frames == NULL:
+            raise MemoryError()
+        if _index_init(&self.fidx, 1024) < 0 or _index_init(&self.aidx, 1024) < 0:
+            raise MemoryError()
+
+    def __init__(self, max_flows=1_000_000, idle_timeout=300.0, active_timeout=1800.0,
+                 udp_idle_timeout=120.0, reasm_limit=16384, dns_assoc=True, capture_name="",
+                 close_grace=2.0, sweep_interval=1.0, dns_assoc_max=1_000_000):
+        if not 1 <= max_flows <= 0x7fffffff:
+            raise ValueError("max_flows must be between 1 and 2**31-1")
+        if not 1 <= dns_assoc_max <= 0x7fffffff:
+            raise ValueError("dns_assoc_max must be between 1 and 2**31-1")
+        if not 64 <= reasm_limit <= (1 << 24):
+            raise ValueError("reasm_limit must be between 64 and 16 MiB")
+        for nm, v in (("idle_timeout", idle_timeout), ("active_timeout", active_timeout),
+                      ("udp_idle_timeout", udp_idle_timeout), ("close_grace", close_grace),
+                      ("sweep_interval", sweep_interval)):
+            if not v > 0:
+                raise ValueError(f"{nm} must be > 0")
+        self.max_flows = max_flows
+        self.idle_ns[L_TCP] = int(idle_timeout * 1e9)
+        self.idle_ns[L_OTHER] = int(udp_idle_timeout * 1e9)
+        self.idle_ns[L_CLOSED] = int(close_grace * 1e9)
+        self.active_ns = int(active_timeout * 1e9)
+        self.sweep_every_ns = int(sweep_interval * 1e9)
+        self.next_sweep_ns = -(1 << 62)
+        self.now_ns = -(1 << 62)
+        self.reasm_limit = reasm_limit
+        self.dns_assoc = bool(dns_assoc)
+        self.amax = dns_assoc_max
+        self.captures = [str(capture_name)]
+        self.cur_capture = 0
+
+    def __dealloc__(self):
+        cdef uint32_t i
+        if self.flows != NULL:
+            for i in range(self.cap):
+                if self.flows[i].in_use:
+                    _reasm_free(self.flows[i].reasm)
+                    free(self.flows[i].name)
+                    free(self.flows[i].alpn)
+        if self.assoc != NULL:
+            for i in range(self.acap):
+                if self.assoc[i].in_use:
+                    free(self.assoc[i].name)
+        free(self.flows)
+        free(self.fhash)
+        free(self.fidx.slots)
+        free(self.assoc)
+        free(self.ahash)
+        free(self.aidx.slots)
+        free(self.recs)
+        free(self.arena)
+        free(self.alpn_arena)
+        free(self.scratch)
+        free(self.frames)
+
+    # -- list plumbing ------------------------------------------------------------------------
+    cdef inline void _unlink(self, int32_t s) noexcept nogil:
+        cdef flow_t* f = &self.flows[s]
+        cdef int l = f.lst
+        if f.lru_prev >= 0:
+            self.flows[f.lru_prev].lru_next = f.lru_next
+        else:
+            self.lhead[l] = f.lru_next
+        if f.lru_next >= 0:
+            self.flows[f.lru_next].lru_prev = f.lru_prev
+        else:
+            self.ltail[l] = f.lru_prev
+
+    cdef inline void _append(self, int32_t s, int l) noexcept nogil:
+        cdef flow_t* f = &self.flows[s]
+        f.lst = l
+        f.lru_next = -1
+        f.lru_prev = self.ltail[l]
+        if self.ltail[l] >= 0:
+            self.flows[self.ltail[l]].lru_next = s
+        else:
+            self.lhead[l] = s
+        self.ltail[l] = s
+
+    cdef inline void _touch(self, int32_t s, int l) noexcept nogil:
+        if self.ltail[l] == s and self.flows[s].lst == l:
+            return
+        self._unlink(s)
+        self._append(s, l)
+
+    # -- slab growth --------------------------------------------------------------------------
+    cdef int _grow(self) noexcept nogil:
+        """Double the slab (up to max_flows).  Invalidates flow_t pointers."""
+        cdef uint32_t newcap, i, size
+        cdef int64_t j
+        cdef flow_t* nf
+        cdef uint32_t* nh
+        if self.cap >= self.max_flows:
+            return -1
+        newcap = self.cap * 2 if self.cap else 1024
+        if newcap > self.max_flows:
+            newcap = self.max_flows
+        nf = <flow_t*>realloc(self.flows, newcap * sizeof(flow_t))
+        if nf == NULL:
+            return -1
+        self.flows = nf
+        nh = <uint32_t*>realloc(self.fhash, newcap * sizeof(uint32_t))
+        if nh == NULL:
+            return -1
+        self.fhash = nh
+        memset(&self.flows[self.cap], 0, (newcap - self.cap) * sizeof(flow_t))
+        j = <int64_t>newcap - 1
+        while j >= <int64_t>self.cap:
+            self.flows[j].lru_next = self.free_head
+            self.free_head = <int32_t>j
+            j -= 1
+        self.cap = newcap
+        size = self.fidx.mask + 1
+        if size < 2 * newcap:
+            while size < 2 * newcap:
+                size *= 2
+            if _index_init(&self.fidx, size) < 0:
+                return -1
+            for i in range(self.cap):
+                if self.flows[i].in_use:
+                    _index_insert(&self.fidx, self.fhash, i)
+        return 0
+
+    # -- records ------------------------------------------------------------------------------
+    cdef int _arena_put(self, uint8_t** arena, size_t* length, size_t* cap, const uint8_t* p,
+                        size_t n, uint32_t* off) noexcept nogil:
+        cdef size_t nc
+        cdef uint8_t* na
+        if length[0] + n > cap[0]:
+            nc = cap[0] * 2 if cap[0] else 65536
+            while nc < length[0] + n:
+                nc *= 2
+            na = <uint8_t*>realloc(arena[0], nc)
+            if na == NULL:
+                return -1
+            arena[0] = na
+            cap[0] = nc
+        memcpy(arena[0] + length[0], p, n)
+        off[0] = <uint32_t>length[0]
+        length[0] += n
+        return 0
+
+    cdef void _end_flow(self, int32_t s, int reason) noexcept nogil:
+        """Finish flow s: decide its name, append its record, release it."""
+        cdef flow_t* f = &self.flows[s]
+        cdef rec_t* r
+        cdef rec_t* nr
+        cdef size_t nc
+        cdef uint8_t nn = 0
+        if f.end_reason:
+            reason = f.end_reason       # closed flows end fin/rst even when swept or evicted
+        if f.name == NULL or f.name_source == SRC_DNS_ANSWER:
+            # No name of its own (pending or given up): say why, then fall back on DNS answers.
+            if f.name_done:
+                nn = f.no_name
+            elif f.l4proto != 6 and f.l4proto != 17:
+                nn = NN_NOT_APPLICABLE
+            elif not f.c2s_payload and f.mode == MODE_NONE:
+                nn = NN_NO_PAYLOAD
+            elif f.snapped:
+                nn = NN_TRUNCATED
+            elif f.reasm != NULL and f.reasm.maxend > f.reasm.contig:
+                nn = NN_GAP
+            elif f.pend_reason:
+                nn = f.pend_reason
+            elif f.mode == MODE_NONE:
+                nn = NN_NO_PAYLOAD
+            else:
+                nn = NN_TRUNCATED
+            if f.name_source == SRC_DNS_ANSWER and f.name != NULL:
+                nn = 0
+        if self.n_recs == self.cap_recs:
+            nc = self.cap_recs * 2 if self.cap_recs else 1024
+            nr = <rec_t*>realloc(self.recs, nc * sizeof(rec_t))
+            if nr == NULL:
+                self.oom += 1
+                self._release(s)
+                return
+            self.recs = nr
+            self.cap_recs = nc
+        r = &self.recs[self.n_recs]
+        memset(r, 0, sizeof(rec_t))
+        r.flow_id = f.flow_id
+        r.ts_start_ns = f.first_ns
+        r.ts_end_ns = f.last_ns
+        r.emitted_ns = self.now_ns
+        r.ts_start = f.first_ns / 1e9
+        r.ts_end = f.last_ns / 1e9
+        r.duration = (f.last_ns - f.first_ns) / 1e9
+        if f.last_ns > f.first_ns:
+            r.rate_c2s_bps = f.by_c2s * 8.0 / r.duration
+            r.rate_s2c_bps = f.by_s2c * 8.0 / r.duration
+        r.packets_c2s = f.pk_c2s
+        r.packets_s2c = f.pk_s2c
+        r.bytes_c2s = f.by_c2s
+        r.bytes_s2c = f.by_s2c
+        r.client_port = f.cport
+        r.server_port = f.sport
+        r.vlan = f.vlan
+        r.capture_idx = f.capture_idx
+        memcpy(r.client_ip, f.cip, 16)
+        memcpy(r.server_ip, f.sip, 16)
+        r.ip_version = f.ipver
+        r.l4proto = f.l4proto
+        r.tcp_flags = f.flags
+        r.end_reason = reason
+        r.ech = f.ech
+        r.tunnel = f.tunnel
+        r.no_name_reason = nn
+        if nn == 0 and f.name != NULL and f.name_len:
+            if self._arena_put(&self.arena, &self.arena_len, &self.arena_cap, f.name,
+                               f.name_len, &r.name_off) == 0:
+                r.name_len = f.name_len
+                r.name_source = f.name_source
+                self.c.names[f.name_source] += 1
+            else:
+                self.oom += 1
+        if f.alpn != NULL and f.alpn_len:
+            if self._arena_put(&self.alpn_arena, &self.alpn_len, &self.alpn_cap, f.alpn,
+                               f.alpn_len, &r.alpn_off) == 0:
+                r.alpn_len = f.alpn_len
+        self.n_recs += 1
+        self.c.records += 1
+        if reason == END_EVICTED:
+            self.c.flows_evicted += 1
+        elif reason == END_IDLE:
+            self.c.flows_idle += 1
+        elif reason == END_ACTIVE:
+            self.c.flows_active_timeout += 1
+        self._release(s)
+
+    cdef void _release(self, int32_t s) noexcept nogil:
+        cdef flow_t* f = &self.flows[s]
+        _reasm_free(f.reasm)
+        free(f.name)
+        free(f.alpn)
+        _index_remove(&self.fidx, self.fhash, s)
+        self._unlink(s)
+        if f.age_prev >= 0:
+            self.flows[f.age_prev].age_next = f.age_next
+        else:
+            self.age_head = f.age_next
+        if f.age_next >= 0:
+            self.flows[f.age_next].age_prev = f.age_prev
+        else:
+            self.age_tail = f.age_prev
+        memset(f, 0, sizeof(flow_t))
+        f.lru_next = self.free_head
+        self.free_head = s
+        self.n_active -= 1
+
+    # -- timeouts -----------------------------------------------------------------------------
+    cdef void _sweep(self, int64_t now) noexcept nogil:
+        cdef int l
+        cdef int32_t s
+        for l in range(3):
+            while self.lhead[l] >= 0:
+                s = self.lhead[l]
+                if now - self.flows[s].last_ns < self.idle_ns[l]:
+                    break
+                self._end_flow(s, END_IDLE)
+        while self.age_head >= 0:
+            s = self.age_head
+            if now - self.flows[s].first_ns < self.active_ns:
+                break
+            self._end_flow(s, END_ACTIVE)
+
+    cdef int _evict_one(self) noexcept nogil:
+        cdef int l
+        cdef int32_t best = -1, s
+        for l in range(3):
+            s = self.lhead[l]
+            if s >= 0 and (best < 0 or self.flows[s].last_ns < self.flows[best].last_ns):
+                best = s
+        if best < 0:
+            return -1
+        self._end_flow(best, END_EVICTED)
+        return 0
+
+    # -- DNS association table ----------------------------------------------------------------
+    cdef int32_t _assoc_find(self, const uint8_t* client, const uint8_t* server, uint32_t h) noexcept nogil:
+        cdef uint32_t p = h & self.aidx.mask
+        cdef int32_t s
+        while True:
+            s = self.aidx.slots[p]
+            if s < 0:
+                return -1
+            if (self.ahash[s] == h and memcmp(self.assoc[s].client, client, 16) == 0
+                    and memcmp(self.assoc[s].server, server, 16) == 0):
+                return s
+            p = (p + 1) & self.aidx.mask
+
+    cdef void _assoc_put(self, const uint8_t* client, const uint8_t* server, uint8_t ver,
+                         int64_t expiry, const uint8_t* name, uint32_t name_len) noexcept nogil:
+        cdef uint32_t h = _pair_hash(client, server)
+        cdef int32_t s = self._assoc_find(client, server, h)
+        cdef uint32_t newcap, i, size
+        cdef assoc_t* na
+        cdef uint32_t* nh
+        cdef uint8_t* nm
+        if name_len == 0 or name_len > 0xffff:
+            return
+        nm = <uint8_t*>malloc(name_len)
+        if nm == NULL:
+            return
+        memcpy(nm, name, name_len)
+        if s < 0:
+            if self.acount >= self.amax:
+                # FIFO: the slot after the newest holds the oldest entry.
+                s = <int32_t>(self.anext % self.amax)
+                _index_remove(&self.aidx, self.ahash, s)
+                free(self.assoc[s].name)
+                self.assoc[s].in_use = 0
+                self.acount -= 1
+                self.c.dns_answers_evicted += 1
+            else:
+                s = <int32_t>(self.anext % self.amax)
+                if <uint32_t>s >= self.acap:
+                    newcap = self.acap * 2 if self.acap else 1024
+                    if newcap > self.amax:
+                        newcap = self.amax
+                    na = <assoc_t*>realloc(self.assoc, newcap * sizeof(assoc_t))
+                    if na == NULL:
+                        free(nm)
+                        return
+                    self.assoc = na
+                    nh = <uint32_t*>realloc(self.ahash, newcap * sizeof(uint32_t))
+                    if nh == NULL:
+                        free(nm)
+                        return
+                    self.ahash = nh
+                    memset(&self.assoc[self.acap], 0, (newcap - self.acap) * sizeof(assoc_t))
+                    self.acap = newcap
+                    size = self.aidx.mask + 1
+                    if size < 2 * newcap:
+                        while size < 2 * newcap:
+                            size *= 2
+                        if _index_init(&self.aidx, size) < 0:
+                            free(nm)
+                            return
+                        for i in range(self.acap):
+                            if self.assoc[i].in_use:
+                                _index_insert(&self.aidx, self.ahash, i)
+            self.anext += 1
+            self.acount += 1
+            memcpy(self.assoc[s].client, client, 16)
+            memcpy(self.assoc[s].server, server, 16)
+            self.assoc[s].in_use = 1
+            self.ahash[s] = h
+            _index_insert(&self.aidx, self.ahash, s)
+        else:
+            free(self.assoc[s].name)
+        self.assoc[s].name = nm
+        self.assoc[s].name_len = <uint16_t>name_len
+        self.assoc[s].ipver = ver
+        self.assoc[s].expiry_ns = expiry
+        self.c.dns_answers_stored += 1
+
+    cdef void _assoc_apply(self, flow_t* f, int64_t ts) noexcept nogil:
+        """Give a new flow the tentative name an earlier DNS answer associates with its server."""
+        cdef uint32_t h
+        cdef int32_t s
+        if self.acount == 0:
+            return
+        h = _pair_hash(f.cip, f.sip)
+        s = self._assoc_find(f.cip, f.sip, h)
+        if s < 0 or self.assoc[s].expiry_ns < ts:
+            return
+        f.name = <uint8_t*>malloc(self.assoc[s].name_len)
+        if f.name == NULL:
+            return
+        memcpy(f.name, self.assoc[s].name, self.assoc[s].name_len)
+        f.name_len = self.assoc[s].name_len
+        f.name_source = SRC_DNS_ANSWER
+
+    # -- names --------------------------------------------------------------------------------
+    cdef void _set_name(self, flow_t* f, const uint8_t* name, uint32_t n, int source) noexcept nogil:
+        if n == 0 or n > 0xffff:
+            self._give_up(f, NN_MALFORMED)
+            return
+        free(f.name)
+        f.name = <uint8_t*>malloc(n)
+        if f.name == NULL:
+            f.name_len = 0
+            f.name_source = 0
+            self._give_up(f, NN_TRUNCATED)
+            return
+        memcpy(f.name, name, n)
+        f.name_len = <uint16_t>n
+        f.name_source = source
+        f.name_done = 1
+        f.no_name = 0
+        _reasm_free(f.reasm)
+        f.reasm = NULL
+
+    cdef void _give_up(self, flow_t* f, int why) noexcept nogil:
+        f.name_done = 1
+        f.no_name = why
+        _reasm_free(f.reasm)
+        f.reasm = NULL
+
+    cdef void _tls_result(self, flow_t* f, int st, tls_info_t* info, int source,
+                          uint32_t have, bint full) noexcept nogil:
+        """Act on a ClientHello parse.  full: the buffer holds all it can (limit reached)."""
+        if st == NS_FOUND or st == NS_NO_NAME:
+            f.ech = info.ech
+            if info.alpn != NULL and info.alpn_len and f.alpn == NULL:
+                f.alpn = <uint8_t*>malloc(info.alpn_len)
+                if f.alpn != NULL:
+                    memcpy(f.alpn, info.alpn, info.alpn_len)
+                    f.alpn_len = <uint8_t>(info.alpn_len if info.alpn_len < 255 else 255)
+        if st == NS_FOUND:
+            self._set_name(f, info.name, info.name_len, source)
+        elif st == NS_NO_NAME:
+            self._give_up(f, NN_ECH_ONLY if info.ech else NN_NO_SNI)
+        elif st == NS_NEED_MORE:
+            if full:
+                self._give_up(f, NN_LIMIT)
+        elif st == NS_NOT_PROTO:
+            self._give_up(f, NN_UNKNOWN)
+        else:
+            self._give_up(f, NN_MALFORMED)
+
+    cdef void _parse_tcp(self, flow_t* f, const uint8_t* s, uint32_t n, bint full) noexcept nogil:
+        """Parse the contiguous client prefix s[:n] of a TCP flow whose name is pending."""
+        cdef tls_info_t info
+        cdef name_ref_t ref
+        cdef int st
+        cdef uint32_t mlen
+        if f.mode == MODE_NONE:
+            if s[0] == 0x16:
+                f.mode = MODE_TLS
+            elif f.sport == 53:
+                f.mode = MODE_DNS_TCP
+            else:
+                f.mode = MODE_HTTP
+        if f.mode == MODE_TLS:
+            st = tls_client_hello(s, n, 1, self.scratch, SCRATCH_CAP, &info)
+            self._tls_result(f, st, &info, SRC_SNI, n, full)
+        elif f.mode == MODE_HTTP:
+            st = http_host(s, n, &ref)
+            if st == NS_FOUND:
+                self._set_name(f, ref.name, _host_without_port(ref.name, ref.name_len), SRC_HTTP)
+            elif st == NS_NEED_MORE:
+                if full:
+                    self._give_up(f, NN_LIMIT)
+            elif st == NS_NO_NAME:
+                self._give_up(f, NN_NO_HOST)
+            elif st == NS_NOT_PROTO:
+                self._give_up(f, NN_UNKNOWN)
+            else:
+                self._give_up(f, NN_MALFORMED)
+        else:
+            # RFC 1035 4.2.2: a two-byte length prefixes each DNS message over TCP.
+            if n < 2:
+                return
+            mlen = (<uint32_t>s[0] << 8) | s[1]
+            if n - 2 < mlen:
+                if full:
+                    self._give_up(f, NN_LIMIT)
+                return
+            st = dns_message(s + 2, mlen, &self.dns)
+            if st == NS_FOUND:
+                self._set_name(f, self.dns.name, self.dns.name_len, SRC_DNS_QUERY)
+            elif st == NS_NO_NAME:
+                self._give_up(f, NN_NO_HOST)
+            else:
+                self._give_up(f, NN_MALFORMED)
+
+    cdef void _tcp_payload(self, flow_t* f) noexcept nogil:
+        """Client payload of a TCP flow whose name is pending: reassemble, then parse."""
+        cdef packet_t* p = &self.pkt
+        cdef uint32_t rel = p.seq - f.base_seq
+        cdef uint32_t skip
+        cdef const uint8_t* data = p.payload
+        cdef uint32_t n = p.payload_len
+        cdef int rc
+        cdef reasm_t* r
+        if <int32_t>rel < 0:
+            # Starts before the stream origin (a retransmission straddling the ISN): clip.
+            skip = <uint32_t>(-<int32_t>rel)
+            if skip >= n:
+                return
+            data += skip
+            n -= skip
+            rel = 0
+        if f.reasm == NULL and rel == 0:
+            # Fast path: the whole message in the first segment, parsed in place.
+            self._parse_tcp(f, data, n, False)
+            if f.name_done:
+                return
+            if p.payload_len < p.payload_wire_len:
+                f.snapped = 1
+                self._give_up(f, NN_TRUNCATED)
+                return
+        if p.payload_len < p.payload_wire_len:
+            f.snapped = 1       # the rest of this segment was not captured: a hole forever
+        if f.reasm == NULL:
+            f.reasm = _reasm_new(self.reasm_limit)
+            if f.reasm == NULL:
+                self.c.reasm_alloc_failed += 1
+                self._give_up(f, NN_LIMIT)
+                return
+        r = f.reasm
+        rc = _reasm_add(r, rel, data, n)
+        if rc < 0:
+            self.c.reasm_alloc_failed += 1
+            self._give_up(f, NN_LIMIT)
+            return
+        if r.dropped:
+            self.c.reasm_dropped += 1
+            r.dropped = 0
+        if rc == 1 and r.contig:
+            self._parse_tcp(f, r.buf, r.contig, r.contig >= r.limit)
+
+    cdef void _udp_payload(self, flow_t* f, bint c2s, int64_t ts) noexcept nogil:
+        cdef packet_t* p = &self.pkt
+        cdef int st
+        cdef uint32_t i
+        cdef const uint8_t* querier
+        cdef const uint8_t* gname = NULL
+        cdef uint32_t gname_len = 0
+        if _is_dns_port(p.sport) or _is_dns_port(p.dport):
+            f.mode = MODE_DNS_UDP
+            st = dns_message(p.payload, p.payload_len, &self.dns)
+            if (st == NS_FOUND or st == NS_MALFORMED) and self.dns.is_response and self.dns_assoc \
+                    and self.dns.name_len:
+                querier = p.dst
+                for i in range(self.dns.n_answers):
+                    self._assoc_put(querier, self.dns.answers[i].addr,
+                                    self.dns.answers[i].ip_version,
+                                    ts + <int64_t>self.dns.answers[i].ttl * 1000000000,
+                                    self.dns.name, self.dns.name_len)
+                self.c.dns_answers_dropped += self.dns.n_answers_dropped
+            if not f.name_done:
+                if st == NS_FOUND:
+                    self._set_name(f, self.dns.name, self.dns.name_len, SRC_DNS_QUERY)
+                elif st == NS_NO_NAME:
+                    f.pend_reason = NN_NO_HOST
+                elif st == NS_NEED_MORE and p.payload_len < p.payload_wire_len:
+                    f.pend_reason = NN_TRUNCATED
+                else:
+                    f.pend_reason = NN_MALFORMED
+            return
+        if f.name_done or not c2s:
+            return
+        if (f.mode == MODE_NONE or f.mode == MODE_QUIC) and _is_gquic(p.payload, p.payload_len):
+            st = _gquic_chlo(p.payload, p.payload_len, &gname, &gname_len)
+            if st != NS_NOT_PROTO:
+                self.c.gquic_hellos += 1
+                f.mode = MODE_QUIC
+                if st == NS_FOUND:
+                    self._set_name(f, gname, gname_len, SRC_QUIC)
+                elif st == NS_NO_NAME:
+                    self._give_up(f, NN_NO_SNI)
+                elif st == NS_NEED_MORE:
+                    f.pend_reason = NN_TRUNCATED        # a CHLO spread over datagrams
+                else:
+                    self._give_up(f, NN_MALFORMED)
+                return
+        if _looks_quic_initial(p.payload, p.payload_len):
+            if f.mode == MODE_NONE:
+                f.mode = MODE_QUIC
+            if f.mode == MODE_QUIC:
+                self.c.quic_initials += 1
+                with gil:
+                    self._quic(f, p.payload, p.payload_len)
+            return
+        if p.payload_len >= 7 and (p.payload[0] & 0x80) and (p.payload[1] | p.payload[2]
+                                                            | p.payload[3] | p.payload[4]):
+            # Another long-header packet (0-RTT, Handshake) seen before the Initial, e.g. by
+            # reordering (nDPI quic_0RTT.pcap): keep waiting for the Initial, a few times.
+            f.mode = MODE_QUIC
+            f.pend_reason = NN_QUIC_UNDECRYPTABLE
+            f.quic_tries += 1
+            if f.quic_tries >= QUIC_MAX_TRIES:
+                self._give_up(f, NN_QUIC_UNDECRYPTABLE)
+            return
+        if f.mode == MODE_NONE:
+            self._give_up(f, NN_UNKNOWN)
+
+    cdef void _quic(self, flow_t* f, const uint8_t* data, uint32_t n) noexcept:
+        """One client Initial datagram (GIL held): decrypt, add CRYPTO frames, parse."""
+        cdef tls_info_t info
+        cdef const unsigned char[::1] fr
+        cdef int rc, st
+        cdef bint grew = False
+        f.quic_tries += 1
+        try:
+            code, frames = _quic_frames(PyBytes_FromStringAndSize(<char*>data, n))
+        except Exception:
+            code, frames = NN_QUIC_UNDECRYPTABLE, None
+        if code:
+            self.c.quic_failed += 1
+            f.pend_reason = code
+            if code == NN_QUIC_VERSION or f.quic_tries >= QUIC_MAX_TRIES or (
+                    code == NN_UNKNOWN and f.reasm == NULL):
+                self._give_up(f, code)
+            return
+        if f.reasm == NULL:
+            f.reasm = _reasm_new(self.reasm_limit)
+            if f.reasm == NULL:
+                self.c.reasm_alloc_failed += 1
+                self._give_up(f, NN_LIMIT)
+                return
+        for off, chunk in frames:
+            if not chunk:
+                continue
+            fr = chunk
+            rc = _reasm_add(f.reasm, off, &fr[0], <uint32_t>fr.shape[0])
+            if rc < 0:
+                self.c.reasm_alloc_failed += 1
+                self._give_up(f, NN_LIMIT)
+                return
+            if rc == 1:
+                grew = True
+        if f.reasm.dropped:
+            self.c.reasm_dropped += 1
+            f.reasm.dropped = 0
+        if grew and f.reasm.contig:
+            st = tls_client_hello(f.reasm.buf, f.reasm.contig, 0, self.scratch, SCRATCH_CAP, &info)
+            self._tls_result(f, st, &info, SRC_QUIC, f.reasm.contig,
+                             f.reasm.contig >= f.reasm.limit)
+        if not f.name_done and f.quic_tries >= QUIC_MAX_TRIES:
+            self._give_up(f, NN_LIMIT)
+
+    # -- the per-packet path ------------------------------------------------------------------
+    cdef int32_t _new_flow(self, int64_t ts) noexcept nogil:
+        """Create the flow of self.pkt (the sender is the client unless it is a SYN+ACK)."""
+        cdef packet_t* p = &self.pkt
+        cdef int32_t s
+        cdef flow_t* f
+        cdef bint swap
+        if self.free_head < 0:
+            if self.cap < self.max_flows:
+                if self._grow() < 0:
+                    self.oom += 1
+                    if self._evict_one() < 0:
+                        return -1
+            elif self._evict_one() < 0:
+                return -1
+        s = self.free_head
+        f = &self.flows[s]
+        self.free_head = f.lru_next
+        memset(f, 0, sizeof(flow_t))
+        swap = p.l4proto == 6 and (p.tcp_flags & (TH_SYN | TH_ACK)) == (TH_SYN | TH_ACK)
+        if swap:
+            memcpy(f.cip, p.dst, 16)
+            memcpy(f.sip, p.src, 16)
+            f.cport = p.dport
+            f.sport = p.sport
+        else:
+            memcpy(f.cip, p.src, 16)
+            memcpy(f.sip, p.dst, 16)
+            f.cport = p.sport
+            f.sport = p.dport
+        f.vlan = p.vlan
+        f.l4proto = p.l4proto
+        f.ipver = p.ip_version
+        f.tunnel = p.tunnel
+        f.in_use = 1
+        f.first_ns = ts
+        f.last_ns = ts
+        f.flow_id = self.next_id
+        f.capture_idx = self.cur_capture
+        self.next_id += 1
+        self.fhash[s] = _flow_hash(p.src, p.sport, p.dst, p.dport, p.l4proto, p.vlan, p.ip_version)
+        _index_insert(&self.fidx, self.fhash, s)
+        f.lru_prev = -1
+        f.lru_next = -1
+        self._append(s, L_TCP if p.l4proto == 6 else L_OTHER)
+        f.age_next = -1
+        f.age_prev = self.age_tail
+        if self.age_tail >= 0:
+            self.flows[self.age_tail].age_next = s
+        else:
+            self.age_head = s
+        self.age_tail = s
+        self.n_active += 1
+        self.c.flows += 1
+        if p.l4proto != 6 and p.l4proto != 17:
+            f.name_done = 1
+            f.no_name = NN_NOT_APPLICABLE
+        if self.dns_assoc and not (_is_dns_port(f.sport) or _is_dns_port(f.cport)):
+            self._assoc_apply(f, ts)
+        return s
+
+    cdef int32_t _lookup(self, uint32_t h, bint* c2s) noexcept nogil:
+        cdef packet_t* p = &self.pkt
+        cdef uint32_t i = h & self.fidx.mask
+        cdef int32_t s
+        cdef flow_t* f
+        while True:
+            s = self.fidx.slots[i]
+            if s < 0:
+                return -1
+            f = &self.flows[s]
+            if (self.fhash[s] == h and f.l4proto == p.l4proto and f.vlan == p.vlan
+                    and f.ipver == p.ip_version):
+                if (f.cport == p.sport and f.sport == p.dport and memcmp(f.cip, p.src, 16) == 0
+                        and memcmp(f.sip, p.dst, 16) == 0):
+                    c2s[0] = True
+                    return s
+                if (f.cport == p.dport and f.sport == p.sport and memcmp(f.cip, p.dst, 16) == 0
+                        and memcmp(f.sip, p.src, 16) == 0):
+                    c2s[0] = False
+                    return s
+            i = (i + 1) & self.fidx.mask
+
+    cdef int _packet(self, int64_t ts, const uint8_t* data, uint32_t caplen, uint32_t wirelen,
+                     uint32_t linktype) noexcept nogil:
+        cdef packet_t* p = &self.pkt
+        cdef int st = dissect(data, caplen, linktype, p)
+        cdef uint32_t h
+        cdef int32_t s
+        cdef bint c2s = True
+        cdef flow_t* f
+        cdef uint8_t fl
+        self.c.packets += 1
+        self.c.bytes += wirelen
+        if st != DS_OK and st != DS_UNSUPPORTED_L4:
+            if st == DS_TRUNCATED:
+                self.c.skipped_truncated += 1
+            elif st == DS_MALFORMED:
+                self.c.skipped_malformed += 1
+            elif st == DS_UNSUPPORTED_LINK:
+                self.c.skipped_unsupported_link += 1
+            elif st == DS_FRAGMENT:
+                self.c.skipped_fragment += 1
+            elif st == DS_NOT_IP:
+                self.c.skipped_not_ip += 1
+            else:
+                self.c.skipped_other += 1
+            return 0
+        if st == DS_UNSUPPORTED_L4:
+            p.sport = 0
+            p.dport = 0
+            p.payload_len = 0
+        if ts > self.now_ns:
+            self.now_ns = ts
+        if ts >= self.next_sweep_ns or ts < self.next_sweep_ns - 2 * self.sweep_every_ns:
+            # (the second test re-arms the sweep when capture time jumps backwards)
+            self._sweep(ts)
+            self.next_sweep_ns = ts + self.sweep_every_ns
+        h = _flow_hash(p.src, p.sport, p.dst, p.dport, p.l4proto, p.vlan, p.ip_version)
+        s = self._lookup(h, &c2s)
+        fl = p.tcp_flags if p.l4proto == 6 else 0
+        if s >= 0:
+            f = &self.flows[s]
+            if f.lst == L_CLOSED:
+                # Port reuse (a new SYN) or past the grace: the closed flow ends, a new one starts.
+                if (fl & (TH_SYN | TH_ACK)) == TH_SYN or ts - f.last_ns >= self.idle_ns[L_CLOSED]:
+                    self._end_flow(s, f.end_reason)
+                    s = -1
+            elif ts - f.last_ns >= self.idle_ns[f.lst]:
+                self._end_flow(s, END_IDLE)
+                s = -1
+            elif ts - f.first_ns >= self.active_ns:
+                self._end_flow(s, END_ACTIVE)
+                s = -1
+        if s < 0:
+            s = self._new_flow(ts)
+            if s < 0:
+                self.c.skipped_other += 1
+                return 0
+            f = &self.flows[s]
+            # Same test as _lookup, so a flow between one endpoint and itself is all c2s.
+            c2s = f.cport == p.sport and memcmp(f.cip, p.src, 16) == 0
+        self.c.attributed += 1
+        if c2s:
+            f.pk_c2s += 1
+            f.by_c2s += wirelen
+        else:
+            f.pk_s2c += 1
+            f.by_s2c += wirelen
+        if ts > f.last_ns:
+            f.last_ns = ts
+        if p.l4proto == 6:
+            f.flags |= fl
+            if fl & TH_SYN and not f.c2s_payload:
+                # The client's ISN (from its SYN, or the server's ACK of it): stream offset 0 is
+                # ISN + 1 (RFC 9293 3.4).  A retransmitted SYN with a new ISN replaces it.
+                if c2s and not (fl & TH_ACK):
+                    f.base_seq = p.seq + 1
+                    f.base_set = 1
+                elif not c2s and (fl & TH_ACK) and not f.base_set:
+                    f.base_seq = p.ack
+                    f.base_set = 1
+            if f.lst != L_CLOSED:
+                if fl & TH_RST:
+                    f.end_reason = END_RST
+                elif fl & TH_FIN:
+                    f.fin_mask |= 1 if c2s else 2
+                    if f.fin_mask == 3:
+                        f.end_reason = END_FIN
+                if f.end_reason:
+                    self._touch(s, L_CLOSED)
+                else:
+                    self._touch(s, L_TCP)
+            else:
+                self._touch(s, L_CLOSED)
+            if c2s and p.payload_len and not _ack_padding(fl, p.payload, p.payload_len):
+                if not f.base_set:
+                    f.base_seq = p.seq
+                    f.base_set = 1
+                f.c2s_payload = 1
+                if not f.name_done:
+                    self._tcp_payload(f)
+        else:
+            self._touch(s, L_OTHER)
+            if p.l4proto == 17 and p.payload_len:
+                if c2s:
+                    f.c2s_payload = 1
+                if not f.name_done or _is_dns_port(p.sport) or _is_dns_port(p.dport):
+                    self._udp_payload(f, c2s, ts)
+        return 0
+
+    # -- Python API ---------------------------------------------------------------------------
+    def process_reader(self, CaptureReader reader not None, capture_name=None):
+        """Read every frame of ``reader`` into the table; returns the number of frames read.
+
+        ``capture_name`` (default: the table's) labels the flows created from this reader.
+        """
+        cdef Py_ssize_t n, i, total = 0
+        cdef frame_t* fr
+        if capture_name is not None:
+            self._set_capture(capture_name)
+        while True:
+            n = reader.fill(self.frames, BATCH)
+            if n <= 0:
+                break
+            total += n
+            with nogil:
+                for i in range(n):
+                    fr = &self.frames[i]
+                    self._packet(fr.ts_ns, fr.data, fr.caplen, fr.wirelen, fr.linktype)
+        return total
+
+    def _set_capture(self, name):
+        name = str(name)
+        try:
+            self.cur_capture = self.captures.index(name)
+        except ValueError:
+            if len(self.captures) >= 0xffff:
+                raise ValueError("too many capture names in one FlowTable")
+            self.captures.append(name)
+            self.cur_capture = len(self.captures) - 1
+
+    @property
+    def capture_name(self):
+        return self.captures[self.cur_capture]
+
+    @capture_name.setter
+    def capture_name(self, name):
+        self._set_capture(name)
+
+    def process_frame(self, int64_t ts_ns, const unsigned char[::1] data, uint32_t linktype=1,
+                      wirelen=None):
+        """Process one frame: ``ts_ns`` capture time in ns since the epoch, ``data`` the captured
+        bytes, ``linktype`` a LINKTYPE_* number, ``wirelen`` the length on the wire (default:
+        ``len(data)``)."""
+        cdef const uint8_t* p = &data[0] if data.shape[0] else _EMPTY
+        cdef uint32_t caplen = <uint32_t>data.shape[0]
+        cdef uint32_t wl = caplen if wirelen is None else <uint32_t>wirelen
+        self._packet(ts_ns, p, caplen, wl, linktype)
+
+    def process_frames(self, frames, uint32_t linktype=1):
+        """Process an iterable of ``(ts_ns, data)`` or ``(ts_ns, data, wirelen)`` tuples."""
+        cdef const unsigned char[::1] buf
+        cdef const uint8_t* p
+        cdef int64_t ts
+        cdef uint32_t wl
+        cdef Py_ssize_t count = 0
+        for item in frames:
+            ts = item[0]
+            buf = item[1]
+            p = &buf[0] if buf.shape[0] else _EMPTY
+            wl = <uint32_t>item[2] if len(item) > 2 and item[2] is not None else <uint32_t>buf.shape[0]
+            self._packet(ts, p, <uint32_t>buf.shape[0], wl, linktype)
+            count += 1
+        return count
+
+    def expire(self, int64_t now_ns):
+        """End every flow whose timeout has passed at capture time ``now_ns``."""
+        if now_ns > self.now_ns:
+            self.now_ns = now_ns
+        self._sweep(now_ns)
+
+    def flush(self):
+        """End every remaining flow: closed ones as "fin"/"rst", the others "end-of-capture"."""
+        while self.age_head >= 0:
+            self._end_flow(self.age_head, END_EOC)
+
+    def take_records(self):
+        """Return the records finished so far as a RecordBatch and forget them.
+
+        Order: by emission time (capture time of the packet or flush that ended the flow), ties
+        by flow_id.
+        """
+        cdef size_t n = self.n_recs
+        arr = np.empty(n, dtype=RECORD_DTYPE)
+        cdef unsigned char[::1] view
+        if n:
+            view = arr.view(np.uint8)
+            memcpy(&view[0], self.recs, n * sizeof(rec_t))
+        names = PyBytes_FromStringAndSize(<char*>self.arena, self.arena_len) if self.arena_len else b""
+        alpn = PyBytes_FromStringAndSize(<char*>self.alpn_arena, self.alpn_len) if self.alpn_len else b""
+        self.n_recs = 0
+        self.arena_len = 0
+        self.alpn_len = 0
+        if n:
+            order = np.lexsort((arr["flow_id"], arr["emitted_ns"]))
+            arr = arr[order]
+            names = _repack(arr, names, "name_off", "name_len")
+            alpn = _repack(arr, alpn, "alpn_off", "alpn_len")
+        return RecordBatch(arr, names, alpn, list(self.captures))
+
+    @property
+    def counters(self):
+        """Counts so far (see the .pyi for each key)."""
+        c = self.c
+        return {
+            "packets": c.packets, "bytes": c.bytes, "packets_attributed": c.attributed,
+            "skipped_truncated": c.skipped_truncated, "skipped_malformed": c.skipped_malformed,
+            "skipped_unsupported_link": c.skipped_unsupported_link,
+            "skipped_fragment": c.skipped_fragment, "skipped_not_ip": c.skipped_not_ip,
+            "skipped_other": c.skipped_other,
+            "flows": c.flows, "flows_active": self.n_active, "flows_evicted": c.flows_evicted,
+            "flows_idle": c.flows_idle, "flows_active_timeout": c.flows_active_timeout,
+            "records": c.records,
+            "names_sni": c.names[SRC_SNI], "names_quic": c.names[SRC_QUIC],
+            "names_http": c.names[SRC_HTTP], "names_dns_query": c.names[SRC_DNS_QUERY],
+            "names_dns_answer": c.names[SRC_DNS_ANSWER],
+            "quic_initials": c.quic_initials, "quic_failed": c.quic_failed,
+            "gquic_hellos": c.gquic_hellos,
+            "reasm_dropped": c.reasm_dropped, "reasm_alloc_failed": c.reasm_alloc_failed,
+            "dns_answers_stored": c.dns_answers_stored,
+            "dns_answers_evicted": c.dns_answers_evicted,
+            "dns_answers_dropped": c.dns_answers_dropped,
+            "dns_assoc_entries": self.acount,
+            "alloc_failed": self.oom,
+        }
+
+    @property
+    def flows_active(self):
+        return self.n_active
+
+    @staticmethod
+    def flow_struct_size():
+        """sizeof(flow_t): bytes per flow held, outside reassembly buffers and names."""
+        return sizeof(flow_t)
+
+
+def _repack(arr, bytes arena, str off_name, str len_name):
+    """Copy the arena slices in record order so offsets are monotonic (names_packed is free)."""
+    lens = arr[len_name].astype(np.int64)
+    total = int(lens.sum())
+    if total == 0:
+        arr[off_name] = 0
+        return b""
+    starts = arr[off_name].astype(np.int64)
+    new_off = np.zeros(len(arr), dtype=np.int64)
+    np.cumsum(lens[:len(lens) - 1], out=new_off[1:])
+    src = np.frombuffer(arena, dtype=np.uint8)
+    idx = np.repeat(starts - new_off, lens) + np.arange(total, dtype=np.int64)
+    arr[off_name] = new_off.astype(np.uint32)
+    return src[idx].tobytes()
