@@ -176,7 +176,8 @@ def classify_file(clf: "Classifier", path: PathLike, match_client_ip: bool, flow
     last = 0
     try:
         while True:
-            more = table.process_reader(reader, max_frames=CHUNK_FRAMES)
+            # process_reader returns the frames it read; fewer than asked means the capture ended.
+            more = table.process_reader(reader, max_frames=CHUNK_FRAMES) == CHUNK_FRAMES
             if progress is not None:
                 done = int(reader.counters.get("bytes_read", 0))
                 progress(done - last)
