@@ -81,6 +81,8 @@ class _TableWriter:
             client = f"{r.client_ip}:{r.client_port}" if r.client_port else r.client_ip
             server = f"{r.server_ip}:{r.server_port}" if r.server_port else r.server_ip
             name = r.name if r.name is not None else f"({r.no_name_reason})"
+            if r.ech:
+                name = f"{name} [ECH]"   # the real name is encrypted; this is the outer one
             verdict = "-"
             if r.action:
                 verdict = f"{r.action.upper()} {r.category or ''} on {r.matched_on}".replace("  ", " ")
