@@ -1,13 +1,32 @@
-"""The flow table against the nDPI oracle: how many of nDPI's names do we reproduce?
+"""The flow table against the nDPI oracle: how many of nDPI's names do we reproduce, and why not?
 
-For every capture of the nDPI test corpus, flows are matched to the oracle's flows by transport and
-unordered endpoint pair; for the oracle's named TLS/QUIC/HTTP/DNS (and SMTPS/IMAPS/POPS STARTTLS)
-flows we compare lower-cased names (nDPI keeps only the last 79 characters of a long name, so a
-long name matches when ours ends with nDPI's).  The measured ratio is asserted as a floor so a
-regression fails; the disagreements are listed by ``python -m tests.flow.test_oracle``.
+For every capture of nDPI's test corpus (``shared/data/pcaps/ndpi``) the flow table
+(:class:`kzfilter.flow._table.FlowTable` over :class:`kzfilter.packet._capture.CaptureReader`)
+runs, and its records are matched to the oracle's flows by transport and *unordered* endpoint pair
+(ndpiReader prints the first sender first, not the client; see the oracle README).  Only the
+oracle's named TCP/UDP flows of the protocols whose name is a host name are compared: masters
+TLS, QUIC, HTTP, DNS and the STARTTLS ones SMTPS, IMAPS, POPS.  Rows whose IPv6 text nDPI printed
+invalid (its ``:0:`` -> ``::`` rewrite) cannot be matched to a flow and are left out.
+
+Comparing like with like: ndpiReader does not print the raw name, it prints a normalised one
+(oracle README, "What the hostname is").  So :func:`ndpi_output_name` applies nDPI's documented
+output transformation to OUR raw name before comparing, never the reverse:
+
+* DNS: each question byte that is printable but outside ``[A-Za-z0-9_-]`` (and not the ``.``
+  joining labels) becomes ``_`` (``*.teams.microsoft.com`` -> ``_.teams.microsoft.com``), each
+  non-printable byte ``?``;
+* the others (SNI, Host): nDPI keeps the name as a C string, so a NUL byte ends it; non-printable
+  bytes become ``?`` (a tab a space);
+* all: lower-cased, trailing spaces cut, at most 79 characters keeping the END.
+
+Every flow where the two names still differ must be listed, with its reason, in
+``tests/flow/oracle_disagreements.tsv`` (explained in ``docs/oracle.md``): the test fails on a
+new disagreement and on a fixed one alike, so the file is always the exact list.  Run
+``python -m tests.flow.test_oracle`` to print the figures and the rows of a fresh list.
 """
 from __future__ import annotations
 
+import csv
 import ipaddress
 import json
 import sys
@@ -17,79 +36,184 @@ from pathlib import Path
 import pytest
 
 from kzfilter.flow._table import FlowTable
-from kzfilter.packet.capture import open_capture
+from kzfilter.packet._capture import CaptureReader
 from tests.conftest import shared_path
 
-NAMED_MASTERS = {"TLS", "QUIC", "HTTP", "DNS", "SMTPS", "IMAPS", "POPS"}
-# Measured on the corpus when this test was written (see the report); raise it when it improves.
-FLOOR = 0.97     # 1774/1822 = 0.9737 measured
+NAMED_MASTERS = ("TLS", "QUIC", "HTTP", "DNS", "SMTPS", "IMAPS", "POPS")
+# Measured 1786/1822 = 0.9802 (docs/oracle.md).  The issue asks for 0.99; the 26 DNS flows where
+# nDPI prints a later message's question (we keep the first query's, by design) alone cost 1.5%,
+# so 0.99 is out of reach without adopting nDPI's "last packet wins" rule.  Raise it after the
+# STARTTLS and Q050 wiring (expected 1790/1822 = 0.9824).
+FLOOR = 0.98
+DISAGREEMENTS = Path(__file__).with_name("oracle_disagreements.tsv")
+TSV_FIELDS = ("pcap", "l4", "endpoints", "oracle_name", "our_name", "reason")
+NDPI_NAME_MAX = 79          # ndpiReader keeps the last 79 characters of a longer name
+
+_DNS_KEEP = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+
+def ndpi_output_name(raw: bytes, master: str) -> str:
+    """Our raw name as ndpiReader would print it (see the module docstring)."""
+    out = []
+    if master == "DNS":
+        for b in raw:
+            if b in _DNS_KEEP:
+                out.append(chr(b))
+            elif 0x20 <= b < 0x7F:
+                out.append("_")
+            else:
+                out.append("?")
+    else:
+        nul = raw.find(b"\x00")
+        if nul >= 0:
+            raw = raw[:nul]
+        for b in raw:
+            if b == 0x09:
+                out.append(" ")
+            elif 0x20 <= b < 0x7F:
+                out.append(chr(b))
+            else:
+                out.append("?")
+    text = "".join(out).lower().rstrip(" ")
+    return text[-NDPI_NAME_MAX:]
+
+
+def escape_name(raw: bytes | None) -> str:
+    """Our raw name as TSV-safe text: printable ASCII kept, other bytes (and backslash) as \\xNN;
+    ``-`` when there is no name."""
+    if raw is None:
+        return "-"
+    return "".join(chr(b) if 0x20 <= b < 0x7F and b != 0x5C else f"\\x{b:02x}" for b in raw)
+
+
+def _endpoint(ip: str, port: int) -> tuple[bytes, int]:
+    return ipaddress.ip_address(ip).packed, port
 
 
 def _key(l4: str, a: str, pa: int, b: str, pb: int) -> tuple:
-    ea = (ipaddress.ip_address(a).packed, pa)
-    eb = (ipaddress.ip_address(b).packed, pb)
-    return (l4.lower(),) + tuple(sorted((ea, eb)))
+    return (l4.lower(),) + tuple(sorted((_endpoint(a, pa), _endpoint(b, pb))))
 
 
-def _names_match(ours: str | None, theirs: str) -> bool:
-    if ours is None:
-        return False
-    ours, theirs = ours.lower(), theirs.lower()
-    return ours == theirs or (len(theirs) >= 79 and ours.endswith(theirs))
+def _endpoints_text(rec: dict) -> str:
+    def one(ip: str, port: int) -> str:
+        return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+    return f"{one(rec['src_ip'], rec['src_port'])} {rec['arrow']} {one(rec['dst_ip'], rec['dst_port'])}"
 
 
-def measure(ndpi_dir: Path) -> tuple[int, int, list[tuple]]:
-    """Return (names reproduced, named oracle flows, disagreements)."""
-    oracle: dict[str, list[dict]] = defaultdict(list)
+def _oracle(ndpi_dir: Path) -> dict[str, list[dict]]:
+    rows: dict[str, list[dict]] = defaultdict(list)
     for line in (ndpi_dir / "oracle.jsonl").read_text().splitlines():
         rec = json.loads(line)
-        # Oracle rows whose addresses nDPI printed truncated (src_ip_valid false) cannot be
-        # matched to a flow: left out.
         if (rec["l4"] in ("TCP", "UDP") and rec["hostname"]
                 and rec["proto_master"] in NAMED_MASTERS
                 and rec.get("src_ip_valid", True) and rec.get("dst_ip_valid", True)):
-            oracle[rec["pcap"]].append(rec)
-    hit = total = 0
-    bad: list[tuple] = []
-    for pcap, expected in sorted(oracle.items()):
-        table = FlowTable()
-        try:
-            with open_capture(ndpi_dir / pcap) as reader:
-                table.process_reader(reader)
-        except Exception as exc:  # an unreadable capture counts as misses, reported
-            bad.append((pcap, "capture error", repr(exc)))
-        table.flush()
-        ours: dict[tuple, list] = defaultdict(list)
-        for rec in table.take_records():
-            if rec.transport in ("tcp", "udp"):
-                k = _key(rec.transport, rec.client_ip, rec.client_port, rec.server_ip,
-                         rec.server_port)
-                ours[k].append(rec)
+            rows[rec["pcap"]].append(rec)
+    return rows
+
+
+def _our_names(path: Path) -> dict[tuple, list[bytes | None]]:
+    table = FlowTable()
+    with CaptureReader(str(path)) as reader:
+        table.process_reader(reader)
+    table.flush()
+    batch = table.take_records()
+    names: dict[tuple, list[bytes | None]] = defaultdict(list)
+    for i, rec in enumerate(batch):
+        if rec.transport in ("tcp", "udp"):
+            k = _key(rec.transport, rec.client_ip, rec.client_port, rec.server_ip,
+                     rec.server_port)
+            names[k].append(batch.name_bytes(i))
+    return names
+
+
+def measure(ndpi_dir: Path) -> tuple[dict[str, list[int]], list[dict[str, str]]]:
+    """Return ({master: [agree, total]}, disagreement rows with the TSV fields but ``reason``)."""
+    per: dict[str, list[int]] = {m: [0, 0] for m in NAMED_MASTERS}
+    bad: list[dict[str, str]] = []
+    for pcap, expected in sorted(_oracle(ndpi_dir).items()):
+        ours = _our_names(ndpi_dir / pcap)
         for exp in expected:
-            total += 1
-            k = _key(exp["l4"], exp["src_ip"], exp["src_port"], exp["dst_ip"], exp["dst_port"])
-            cands = ours.get(k, [])
-            if any(_names_match(r.name, exp["hostname"]) for r in cands):
-                hit += 1
-            else:
-                bad.append((pcap, exp["proto_master"], exp["src_ip"], exp["src_port"],
-                            exp["dst_ip"], exp["dst_port"], exp["hostname"],
-                            [(r.name, r.name_source, r.no_name_reason) for r in cands]))
-    return hit, total, bad
+            master = exp["proto_master"]
+            per[master][1] += 1
+            cands = ours.get(_key(exp["l4"], exp["src_ip"], exp["src_port"], exp["dst_ip"],
+                                  exp["dst_port"]), [])
+            theirs = exp["hostname"]
+            if any(raw is not None and ndpi_output_name(raw, master) == theirs for raw in cands):
+                per[master][0] += 1
+                continue
+            named = [raw for raw in cands if raw is not None]
+            bad.append({"pcap": pcap, "l4": exp["l4"], "endpoints": _endpoints_text(exp),
+                        "oracle_name": theirs,
+                        "our_name": escape_name(named[0] if named else None)})
+    return per, bad
+
+
+def _row_key(row: dict[str, str]) -> tuple[str, ...]:
+    return tuple(row[f] for f in TSV_FIELDS[:-1])
+
+
+def load_disagreements() -> list[dict[str, str]]:
+    with DISAGREEMENTS.open(newline="") as fh:
+        return list(csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+@pytest.fixture(scope="module")
+def measured() -> tuple[dict[str, list[int]], list[dict[str, str]]]:
+    ndpi = shared_path("pcaps", "ndpi")
+    shared_path("pcaps", "ndpi", "oracle.jsonl")
+    return measure(ndpi)
+
+
+def test_output_name_transformation():
+    # nDPI's documented output rules, checked on the examples the oracle README gives.
+    assert ndpi_output_name(b"*.teams.microsoft.com", "DNS") == "_.teams.microsoft.com"
+    assert ndpi_output_name(b"a\x01b=c", "DNS") == "a?b_c"
+    assert ndpi_output_name(b"WWW.Example.COM \t ", "TLS") == "www.example.com"
+    assert ndpi_output_name(b"a\tb\xffc", "HTTP") == "a b?c"
+    assert ndpi_output_name(b"%s\x002.20.3.5", "HTTP") == "%s"
+    long = b"x" * 30 + b"." + b"y" * 60 + b".example"
+    assert ndpi_output_name(long, "DNS") == long.decode()[-79:]
+    assert escape_name(b"a\\b\x00") == "a\\x5cb\\x00" and escape_name(None) == "-"
 
 
 @pytest.mark.shared_data
-def test_oracle_name_ratio():
-    ndpi = shared_path("pcaps", "ndpi")
-    shared_path("pcaps", "ndpi", "oracle.jsonl")
-    hit, total, bad = measure(ndpi)
-    assert total > 1000
-    assert hit / total >= FLOOR, (hit, total, bad[:30])
+def test_oracle_name_ratio(measured):
+    per, bad = measured
+    agree = sum(a for a, _ in per.values())
+    total = sum(t for _, t in per.values())
+    assert total > 1800
+    assert agree / total >= FLOOR, (agree, total, per)
+
+
+@pytest.mark.shared_data
+def test_oracle_disagreements_listed(measured):
+    _, bad = measured
+    listed = load_disagreements()
+    assert all(row["reason"].strip() for row in listed), "every disagreement needs a reason"
+    found = {_row_key(r) for r in bad}
+    known = {_row_key(r) for r in listed}
+    assert len(known) == len(listed), "duplicate rows in oracle_disagreements.tsv"
+    assert found - known == set(), "new disagreements: add them (with a reason) to the TSV"
+    assert known - found == set(), "fixed disagreements: remove them from the TSV"
+
+
+def main(argv: list[str]) -> None:
+    ndpi = Path(argv[1]) if len(argv) > 1 else (
+        Path(__file__).resolve().parents[3] / "shared" / "data" / "pcaps" / "ndpi")
+    per, bad = measure(ndpi)
+    reasons = {_row_key(r): r["reason"] for r in load_disagreements()} \
+        if DISAGREEMENTS.exists() else {}
+    print("\t".join(TSV_FIELDS))
+    for row in bad:
+        row["reason"] = reasons.get(_row_key(row), "TODO")
+        print("\t".join(row[f] for f in TSV_FIELDS))
+    agree = sum(a for a, _ in per.values())
+    total = sum(t for _, t in per.values())
+    for m, (a, t) in per.items():
+        if t:
+            print(f"# {m}: {a}/{t} = {a / t:.4f}", file=sys.stderr)
+    print(f"# all: {agree}/{total} = {agree / total:.4f}", file=sys.stderr)
 
 
 if __name__ == "__main__":
-    h, t, b = measure(Path(sys.argv[1]) if len(sys.argv) > 1 else
-                      Path(__file__).resolve().parents[3] / "shared" / "data" / "pcaps" / "ndpi")
-    for row in b:
-        print(row)
-    print(f"{h}/{t} = {h / t:.4f}")
+    main(sys.argv)

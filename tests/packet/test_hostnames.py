@@ -231,6 +231,11 @@ def _ref_tls(hs: dpkt.ssl.TLSHandshake):
                     name = bytes(lst[i + 3: i + 3 + n])
                 i += 3 + n
         elif etype == 16 and alpn is None and len(data) >= 3:
+            # RFC 7301 3.1; an inconsistent list gives no ALPN (and ends the walk: the parser
+            # keeps an SNI read before it, tls_invalid_reads.pcap)
+            lst_len = struct.unpack("!H", data[:2])[0]
+            if 2 + lst_len > len(data) or 1 + data[2] > lst_len:
+                break
             alpn = bytes(data[3: 3 + data[2]]) or None
         elif etype in (0xFE0D, 0xFFCE):
             ech = True
@@ -766,3 +771,169 @@ def test_module_constants():
     framed = memoryview(records(_build_hello([_sni(b"m.example")])))
     assert parse_client_hello(framed)[1]["name"] == b"m.example"
     assert parse_http_host(bytearray(b"GET / HTTP/1.1\r\nHost: z\r\n"))[1] == b"z"
+
+
+# --------------------------------------------------------------------------------------------
+# SNI kept when a LATER extension is inconsistent (nDPI tls_invalid_reads.pcap)
+# --------------------------------------------------------------------------------------------
+
+def _raw_hello(ext_block: bytes, declared: int | None = None) -> bytes:
+    """A ClientHello handshake message whose extensions block is ext_block (length declared)."""
+    body = (b"\x03\x03" + bytes(32) + b"\x00" + b"\x00\x02\x13\x01" + b"\x01\x00"
+            + struct.pack("!H", len(ext_block) if declared is None else declared) + ext_block)
+    return b"\x01" + struct.pack("!I", len(body))[1:] + body
+
+
+def _ext(etype: int, data: bytes, declared: int | None = None) -> bytes:
+    return struct.pack("!HH", etype, len(data) if declared is None else declared) + data
+
+
+SNI_EXT = _ext(0, struct.pack("!HBH", 14, 0, 11) + b"example.com")
+
+
+@pytest.mark.parametrize("block,expect", [
+    # server_name complete, then an ALPN whose length runs past the block: the SNI counts
+    (SNI_EXT + _ext(16, b"\x00\x03\x02h2", declared=40), (NS_FOUND, b"example.com")),
+    # ... then an ALPN whose inner list overruns the extension
+    (SNI_EXT + _ext(16, b"\x00\x09\x02h2"), (NS_FOUND, b"example.com")),
+    # ... then a truncated extension header (2 of 4 bytes)
+    (SNI_EXT + b"\x00\x10", (NS_FOUND, b"example.com")),
+    # the broken extension comes BEFORE server_name: the walk never reaches the name
+    (_ext(16, b"\x00\x03\x02h2", declared=40) + SNI_EXT, (NS_MALFORMED, None)),
+    # server_name itself inconsistent (its list claims more than the extension holds)
+    (_ext(0, struct.pack("!HBH", 30, 0, 11) + b"example.com") + _ext(16, b"\x00\x03\x02h2"),
+     (NS_MALFORMED, None)),
+    # a second, broken host_name entry inside the server_name list spoils the extension
+    (_ext(0, struct.pack("!HBH", 18, 0, 11) + b"example.com" + b"\x00\x00\x09a"),
+     (NS_MALFORMED, None)),
+])
+def test_sni_survives_later_broken_extension(block, expect):
+    hello = _raw_hello(block)
+    st_, info = parse_client_hello(hello, False)
+    assert (st_, info["name"]) == expect
+    if st_ == NS_FOUND:
+        assert info["alpn"] is None
+        assert parse_client_hello(records(hello), True)[1]["name"] == b"example.com"
+
+
+def test_sni_with_block_overrunning_the_message_is_malformed():
+    # The declared extensions block itself runs past the ClientHello: nothing is trusted.
+    assert parse_client_hello(_raw_hello(SNI_EXT, declared=len(SNI_EXT) + 10), False)[0] \
+        == NS_MALFORMED
+
+
+def test_tls_invalid_reads_capture_keeps_sni():
+    rows = [r for r in oracle_rows() if r["pcap"] == "tls_invalid_reads.pcap"
+            and r["proto_master"] == "TLS" and r["hostname"]]
+    assert rows
+    tcp = flows(ndpi("tls_invalid_reads.pcap")).tcp
+    for r in rows:
+        streams = [tcp_stream(segs) for segs in tcp[oracle_key(r)].values()]
+        s = next(x for x in streams if x[:1] == b"\x16")
+        st_, info = parse_client_hello(s)
+        assert st_ == NS_FOUND and oracle_name(info["name"]) == r["hostname"]
+
+
+# --------------------------------------------------------------------------------------------
+# STARTTLS (SMTP RFC 3207, POP3 RFC 2595, IMAP RFC 3501)
+# --------------------------------------------------------------------------------------------
+
+def _starttls_streams() -> list[tuple[str, bytes, str]]:
+    """(pcap, client stream, oracle name) of the ndpi STARTTLS flows, read with dpkt."""
+    out = []
+    for r in oracle_rows():
+        if r["proto_master"] in ("SMTPS", "POPS", "IMAPS") and r["hostname"] and r["l4"] == "TCP":
+            dirs = flows(ndpi(r["pcap"])).tcp.get(oracle_key(r), {})
+            for segs in dirs.values():
+                s = tcp_stream(segs)
+                if hn.parse_starttls(s)[0] != NS_NOT_PROTO:
+                    out.append((r["pcap"], s, r["hostname"]))
+    return out
+
+
+def test_starttls_real_streams_every_split_offset():
+    streams = _starttls_streams()
+    pcaps = {p for p, _, _ in streams}
+    assert {"smtp-starttls.pcap", "pop3_stls.pcap"} <= pcaps, pcaps
+    found = {}
+    for pcap, s, name in streams:
+        st_, info = hn.parse_starttls(s)
+        # the ClientHello after the command line is exactly what parse_client_hello sees
+        start = s.index(b"\x16\x03")
+        assert (st_, info) == parse_client_hello(s[start:])
+        if st_ == NS_FOUND:
+            assert oracle_name(info["name"]) == name, pcap
+            found[name] = pcap
+        else:
+            # smtp-starttls.pcap to mx.google.com: the ClientHello has no server_name; nDPI's
+            # name there is the host of the server's "220 mx.google.com ESMTP" greeting.
+            assert (pcap, name, st_) == ("smtp-starttls.pcap", "mx.google.com", NS_NO_NAME)
+        end = start + 5 + info["hello_len"]
+        for cut in range(end):
+            assert hn.parse_starttls(s[:cut])[0] == NS_NEED_MORE, (pcap, cut)
+    assert set(found) == {"dovecot.weberlab.de", "pop.lavabit.com"}
+
+
+_HELLO = records(_build_hello([_sni(b"mail.example.org")]))
+
+
+@pytest.mark.parametrize("prefix", [
+    b"EHLO client.example\r\nSTARTTLS\r\n",
+    b"ehlo x\r\nstarttls\r\n",                              # commands are case-insensitive
+    b"HELO x\nSTARTTLS \n",                                  # bare LF, trailing space
+    b"CAPA\r\nSTLS\r\n",
+    b"STLS\r\n",
+    b"USER bob\r\nSTLS\r\n",
+    b"a001 CAPABILITY\r\na002 STARTTLS\r\n",
+    b"1 STARTTLS\r\n",
+])
+def test_starttls_synthetic_sessions(prefix):
+    st_, info = hn.parse_starttls(prefix + _HELLO)
+    assert st_ == NS_FOUND and info["name"] == b"mail.example.org"
+    for cut in range(len(prefix) + len(_HELLO)):
+        assert hn.parse_starttls((prefix + _HELLO)[:cut])[0] == NS_NEED_MORE, cut
+
+
+@pytest.mark.parametrize("stream,expect", [
+    (b"GET / HTTP/1.1\r\n", NS_NOT_PROTO),
+    (b"\x16\x03\x01\x00\x05", NS_NOT_PROTO),                 # plain TLS is not STARTTLS
+    (b"SSH-2.0-x\r\n", NS_NOT_PROTO),
+    (b"EHLOX\r\n", NS_NOT_PROTO),
+    (b"EHL", NS_NEED_MORE),
+    (b"a1", NS_NEED_MORE),
+    (b"EHLO x\r\nMAIL FROM:<a@b>\r\n", NS_NEED_MORE),
+    (b"EHLO x\r\nSTARTTLSX\r\n", NS_NEED_MORE),               # not the command: keep reading
+    (b"EHLO x\r\nSTARTTLS\r\nQUIT\r\n", NS_NOT_PROTO),        # no TLS after it
+    (b"EHLO x\r\n\x00\x01\r\n", NS_MALFORMED),
+    (b"EHLO x\r\nSTARTTLS\r\n" + records(_build_hello([])), NS_NO_NAME),
+    (b"CAPA\r\nSTARTTLS\r\n", NS_NEED_MORE),                  # POP3 says STLS
+    (b"a1 CAPABILITY\r\nSTLS\r\n", NS_NEED_MORE),             # IMAP says tag STARTTLS
+])
+def test_starttls_edge_cases(stream, expect):
+    assert hn.parse_starttls(stream)[0] == expect
+
+
+def test_starttls_command_bound():
+    lines = b"EHLO x\r\n" + b"NOOP\r\n" * (hn.STARTTLS_MAX_COMMAND_BYTES // 6 + 1)
+    assert hn.parse_starttls(lines)[0] == NS_NO_NAME
+    assert hn.parse_starttls(lines[:hn.STARTTLS_MAX_COMMAND_BYTES - 1])[0] == NS_NEED_MORE
+    long_line = b"EHLO " + b"x" * hn.STARTTLS_MAX_COMMAND_BYTES
+    assert hn.parse_starttls(long_line)[0] == NS_NO_NAME
+
+
+@HYP
+@given(st.binary(max_size=300))
+def test_starttls_random_bytes_never_crash(data):
+    for s in (data, b"EHLO x\r\nSTARTTLS\r\n" + data, b"a STARTTLS\n" + data):
+        st_, info = hn.parse_starttls(s)
+        assert st_ in ALL_STATUSES
+        assert (info["name"] is not None) == (st_ == NS_FOUND)
+
+
+@HYP
+@given(st.binary(max_size=200))
+def test_quic_crypto_random_chlo_never_crash(data):
+    st_, info = hn.parse_quic_crypto(b"CHLO" + data)
+    assert st_ in ALL_STATUSES
+    if st_ == NS_FOUND:
+        assert 0 < len(info["name"]) and info["hello_len"] <= 4 + len(data)

@@ -129,7 +129,9 @@ RFC9369_CLIENT_INITIAL = bytes.fromhex(
 
 V1, V2 = 0x00000001, 0x6B3343CF
 _SALTS = {V1: bytes.fromhex("38762cf7f55934b34d179ae6a4c80cadccbb7f0a"),
-          V2: bytes.fromhex("0dede3def700a6db819381be6e269dcbf9bd2ed9")}
+          V2: bytes.fromhex("0dede3def700a6db819381be6e269dcbf9bd2ed9"),
+          # Google Q050, as published in Wireshark's packet-quic.c and nDPI's protocols/quic.c
+          0x51303530: bytes.fromhex("504574efd066fe2f9d945cfcdbd3a7f0d3b56b45")}
 REASONS = {"ok", "not-quic", "not-initial", "unknown-version", "decrypt-failed", "malformed"}
 
 
@@ -245,7 +247,7 @@ def _flip(b: bytes, i: int) -> bytes:
     (b"\x40" + bytes(1300), "not-quic"),                                   # short header
     (b"\xc0\x00\x00\x00\x00\x08" + bytes(100), "not-initial"),             # version negotiation
     (b"\xc0\x1a\x2a\x3a\x4a\x08" + bytes(1300), "unknown-version"),        # VN-style grease
-    (b"\xc0Q050\x08" + bytes(1300), "unknown-version"),                    # gQUIC crypto, no TLS
+    (b"\xc0Q046\x08" + bytes(1300), "unknown-version"),                    # gQUIC, plaintext CHLO
     (_flip(RFC9001_CLIENT_INITIAL, 1199), "decrypt-failed"),               # tag damaged
     (_flip(RFC9001_CLIENT_INITIAL, 7), "decrypt-failed"),                  # DCID changed
     (_flip(RFC9001_CLIENT_INITIAL, 100), "decrypt-failed"),                # ciphertext damaged
@@ -511,3 +513,69 @@ def test_broken_coalesced_packet_keeps_earlier_ones():
                  _flip(protect(b"\x01" * 40, pn=1), 70)):       # does not authenticate
         ini = initial_crypto_frames(good + junk)
         assert ini is not None and ini.frames == [(0, CLIENT_HELLO)] and ini.packets == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Google QUIC Q050: IETF-style Initial protection (own salt), a gQUIC CHLO inside
+# --------------------------------------------------------------------------------------------
+
+def _chlo(tags: list[tuple[bytes, bytes]]) -> bytes:
+    """A gQUIC crypto handshake message: "CHLO", count (LE16), pad, (tag, LE32 end)*, values."""
+    table, values = b"", b""
+    for tag, value in tags:
+        values += value
+        table += tag + struct.pack("<I", len(values))
+    return b"CHLO" + struct.pack("<HH", len(tags), 0) + table + values
+
+
+@pytest.mark.parametrize("pcap", ["gquic.pcap", "quic_q50.pcap"])
+def test_q050_captures_match_oracle(pcap):
+    rows = [r for r in _quic_rows(pcap) if r["quic_version"] == "Q050"]
+    assert rows, pcap
+    udp = flows(ndpi(pcap)).udp
+    for r in rows:
+        name, frames = quic_flow_name(udp.get(oracle_key(r), {}))
+        assert name is not None and oracle_name(name) == r["hostname"], (pcap, r["hostname"])
+        assert reassemble_crypto(frames).startswith(b"CHLO")
+
+
+def test_q050_keys_use_published_salt_and_v1_labels():
+    # Independent derivation with the reference HKDF of this file (RFC 9001 5.2 with the Q050 salt).
+    dcid = bytes(range(8))
+    salt = bytes.fromhex("504574efd066fe2f9d945cfcdbd3a7f0d3b56b45")
+    secret = _expand_label(_extract(salt, dcid), b"client in", 32)
+    assert client_initial_keys(0x51303530, dcid) == (
+        _expand_label(secret, b"quic key", 16), _expand_label(secret, b"quic iv", 12),
+        _expand_label(secret, b"quic hp", 16))
+    assert quic.version_name(0x51303530) == "Q050"
+
+
+def test_q050_chlo_every_split_and_edge_cases():
+    msg = _chlo([(b"PAD\x00", b"\x2d" * 40), (b"SNI\x00", b"www.example.com"),
+                 (b"VER\x00", b"Q050")])
+    st_, info = client_hello_from_crypto([(0, msg)])
+    assert st_ == NS_FOUND and info["name"] == b"www.example.com"
+    assert info["hello_len"] == len(msg) and info["alpn"] is None
+    for cut in range(len(msg)):
+        assert client_hello_from_crypto([(0, msg[:cut])])[0] == NS_NEED_MORE, cut
+    # split into two CRYPTO frames, reversed
+    assert client_hello_from_crypto([(30, msg[30:]), (0, msg[:30])])[1]["name"] == b"www.example.com"
+    no_sni = _chlo([(b"PAD\x00", b"\x00" * 8)])
+    assert client_hello_from_crypto([(0, no_sni)])[0] == NS_NO_NAME
+    empty_sni = _chlo([(b"SNI\x00", b""), (b"PAD\x00", b"x")])
+    assert client_hello_from_crypto([(0, empty_sni)])[0] == NS_NO_NAME
+    bad = bytearray(msg)
+    bad[8 + 8 + 4: 8 + 8 + 8] = struct.pack("<I", 1)       # SNI end before PAD end
+    assert client_hello_from_crypto([(0, bytes(bad))])[0] == NS_MALFORMED
+    assert client_hello_from_crypto([(0, b"CHLO\x00\x00\x00\x00")])[0] == NS_MALFORMED
+    assert client_hello_from_crypto([(0, b"CHLx")])[0] == NS_NOT_PROTO
+
+
+def test_q050_protected_chlo_roundtrip():
+    # A synthetic Q050 Initial protected with the reference protector: CRYPTO frame type 0x08.
+    msg = _chlo([(b"SNI\x00", b"q50.example"), (b"PAD\x00", b"\x00" * 20)])
+    frame = b"\x08" + _varint(0) + _varint(len(msg)) + msg
+    dg = protect(pad(frame), version=0x51303530)
+    ini = initial_crypto_frames(dg)
+    assert ini is not None and ini.version == 0x51303530
+    assert client_hello_from_crypto(ini.frames)[1]["name"] == b"q50.example"

@@ -51,3 +51,19 @@ ctypedef struct dns_info_t:
 
 # msg: one DNS message (UDP payload, or a TCP message without its 2-byte length prefix).
 cdef int dns_message(const uint8_t* msg, uint32_t length, dns_info_t* out) noexcept nogil
+
+# stream: the reassembled CRYPTO stream of a QUIC Initial (raw handshake messages).  A TLS
+# ClientHello is parsed as tls_client_hello(is_records=0); a Google QUIC Q050 CHLO message
+# ("CHLO" tag/value map, carried in Q050's CRYPTO frames) gives its "SNI" tag.  Same statuses;
+# out.alpn is never set for a CHLO.
+cdef int quic_crypto_hello(const uint8_t* stream, uint32_t length, uint8_t* scratch,
+                           uint32_t scratch_cap, tls_info_t* out) noexcept nogil
+
+# stream: the client's first bytes of an SMTP (EHLO/HELO ... STARTTLS, RFC 3207), POP3
+# (CAPA/USER/... STLS, RFC 2595) or IMAP (tag CAPABILITY ... tag STARTTLS, RFC 3501) session.
+# NS_NOT_PROTO when the first command is none of those; NS_NEED_MORE until the STARTTLS/STLS
+# line and the TLS ClientHello after it are complete; then tls_client_hello's result for the bytes
+# after that line.  At most 4 KiB of command lines are scanned: beyond that without STARTTLS,
+# NS_NO_NAME (a plaintext session); a control byte in a command line is NS_MALFORMED.
+cdef int starttls_client_hello(const uint8_t* stream, uint32_t length, uint8_t* scratch,
+                               uint32_t scratch_cap, tls_info_t* out) noexcept nogil

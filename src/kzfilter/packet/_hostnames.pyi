@@ -15,6 +15,7 @@ NS_MALFORMED: int    # 4: recognised protocol, inconsistent length or field (or 
 STATUS_NAMES: dict[int, str]
 TLS_MAX_HELLO_BYTES: int   # 65536: a larger declared ClientHello is NS_MALFORMED at once
 HTTP_MAX_HEAD_BYTES: int   # 16384: request head scanned before NS_MALFORMED
+STARTTLS_MAX_COMMAND_BYTES: int  # 4096: command bytes scanned for STARTTLS before NS_NO_NAME
 
 class TlsInfo(TypedDict):
     name: bytes | None       # first SNI host_name, raw bytes (not normalised)
@@ -33,3 +34,5 @@ class DnsInfo(TypedDict):
 def parse_client_hello(stream: Buffer, is_records: bool = True) -> tuple[int, TlsInfo]: ...
 def parse_http_host(stream: Buffer) -> tuple[int, bytes | None]: ...
 def parse_dns(msg: Buffer) -> tuple[int, DnsInfo]: ...
+def parse_quic_crypto(stream: Buffer) -> tuple[int, TlsInfo]: ...   # TLS ClientHello or Q050 CHLO
+def parse_starttls(stream: Buffer) -> tuple[int, TlsInfo]: ...      # SMTP/POP3/IMAP then ClientHello

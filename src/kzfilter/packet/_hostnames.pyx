@@ -1,7 +1,7 @@
 # cython: language_level=3
 """Application-layer name parsers: TLS ClientHello (SNI, ALPN, ECH), HTTP/1.x Host, DNS names.
 
-The three ``cdef`` functions declared in ``_hostnames.pxd`` are pure functions over bytes: no
+The ``cdef`` functions declared in ``_hostnames.pxd`` are pure functions over bytes: no
 allocation, no GIL, every read length-checked by hand.  Each returns one of the ``NS_*``
 statuses and keeps "the message is incomplete" (``NS_NEED_MORE``) apart from "the bytes are wrong"
 (``NS_NOT_PROTO``, ``NS_MALFORMED``), as dpkt keeps ``NeedData`` apart from ``UnpackError``.
@@ -20,6 +20,17 @@ Decisions the flow table relies on:
   (e.g. a capture that starts with the server's ServerHello).  An SSLv2-compatible ClientHello
   (RFC 6101 appendix E.2, RFC 5246 appendix E.2) cannot carry extensions, hence no SNI:
   ``NS_NO_NAME`` once its record is complete.
+* TLS: once a complete, consistent ``server_name`` extension lying wholly inside the declared
+  extensions block has been read, a LATER inconsistent extension (an ALPN list overrunning its
+  extension, a cut extension header) no longer makes the hello ``NS_MALFORMED``: the SNI is
+  returned (``NS_FOUND``), as a middlebox reading the hello sees it (nDPI's
+  ``tls_invalid_reads.pcap``).  An inconsistency before the SNI, or inside it, stays malformed.
+* QUIC CRYPTO stream (``quic_crypto_hello``): a TLS ClientHello, or a Google QUIC Q050 ``CHLO``
+  tag/value message whose ``SNI`` tag is the name (``NS_NEED_MORE`` until the whole message).
+* STARTTLS (``starttls_client_hello``): the client side of SMTP (EHLO/HELO first, RFC 3207),
+  POP3 (CAPA/STLS/USER/AUTH/APOP first, RFC 2595) or IMAP (``tag CAPABILITY|STARTTLS|NOOP|ID``
+  first, RFC 3501); command lines are scanned up to ``STARTTLS_MAX_COMMANDS`` (4 KiB) for the
+  STARTTLS (POP3: STLS) line, then the bytes after it go to ``tls_client_hello``.
 * HTTP: the whole request head (request line + headers) is bounded by ``HTTP_MAX_HEAD`` (16 KiB);
   the first non-empty ``Host`` header wins (name case-insensitive, no space before the colon,
   blanks around the value removed); obsolete line folding (RFC 9112 5.2) is not joined: a Host
@@ -45,6 +56,7 @@ cdef enum:
     HTTP_MAX_HEAD = 16384       # largest HTTP request head we scan
     DNS_MAX_JUMPS = 128         # compression pointers followed per name
     SCRATCH_SIZE = 16384        # scratch used by the Python wrapper
+    STARTTLS_MAX_COMMANDS = 4096  # command bytes scanned for STARTTLS/STLS before NS_NO_NAME
 
 # The NS_* statuses are C enum constants (from the .pxd); publish the same values to Python.
 globals().update(NS_FOUND=<int>NS_FOUND, NS_NEED_MORE=<int>NS_NEED_MORE,
@@ -54,6 +66,7 @@ STATUS_NAMES = {NS_FOUND: "found", NS_NEED_MORE: "need-more", NS_NOT_PROTO: "not
                 NS_NO_NAME: "no-name", NS_MALFORMED: "malformed"}
 TLS_MAX_HELLO_BYTES = TLS_MAX_HELLO
 HTTP_MAX_HEAD_BYTES = HTTP_MAX_HEAD
+STARTTLS_MAX_COMMAND_BYTES = STARTTLS_MAX_COMMANDS
 
 
 cdef inline uint32_t _be16(const uint8_t* p) noexcept nogil:
@@ -124,11 +137,23 @@ cdef int _tls_parse_hello(const uint8_t* m, uint32_t n, tls_info_t* out) noexcep
     return st
 
 
+cdef inline int _ext_broken(tls_info_t* out) noexcept nogil:
+    """An extension after the server_name one is inconsistent: keep the SNI already read.
+
+    A middlebox that reads the ClientHello sees that server_name (nDPI does, e.g. its
+    tls_invalid_reads.pcap whose ALPN overruns the block), so the name counts; without it the
+    message is NS_MALFORMED.  The ALPN is dropped unless it was read whole before the break.
+    """
+    return NS_FOUND if out.name != NULL else NS_MALFORMED
+
+
 cdef int _tls_parse_body(const uint8_t* m, uint32_t n, tls_info_t* out) noexcept nogil:
     """Parse one complete ClientHello handshake message (header included, n bytes)."""
     # RFC 8446 4.1.2: legacy_version(2) random(32) session_id<0..32> cipher_suites<2..2^16-2>
     # legacy_compression_methods<1..2^8-1> extensions<8..2^16-1>
     cdef uint32_t p = 4, end = n, l, ext_end, etype, elen, e, lst_end, q, nlen
+    cdef const uint8_t* sni
+    cdef uint32_t sni_len
     if n < 4 + 34 + 1:
         return NS_MALFORMED
     p += 34
@@ -160,45 +185,53 @@ cdef int _tls_parse_body(const uint8_t* m, uint32_t n, tls_info_t* out) noexcept
     if p + l > end:
         return NS_MALFORMED
     ext_end = p + l
+    # Extensions (RFC 8446 4.2).  Once a complete, consistent server_name extension lying wholly
+    # inside the declared block has been read, a LATER inconsistent extension does not cost the
+    # name (_ext_broken); one before it does, as the walk cannot reach the name.
     while p < ext_end:
         if p + 4 > ext_end:
-            return NS_MALFORMED
+            return _ext_broken(out)
         etype = _be16(m + p)
         elen = _be16(m + p + 2)
         p += 4
         if p + elen > ext_end:
-            return NS_MALFORMED
+            return _ext_broken(out)
         e = p
         if etype == 0 and out.name == NULL:
-            # RFC 6066 3: server_name_list<1..2^16-1> of (name_type(1), HostName<1..2^16-1>)
+            # RFC 6066 3: server_name_list<1..2^16-1> of (name_type(1), HostName<1..2^16-1>).
+            # The whole list must be consistent before its first host_name is taken.
             if elen < 2:
                 return NS_MALFORMED
             lst_end = e + 2 + _be16(m + e)
             if lst_end > e + elen:
                 return NS_MALFORMED
             q = e + 2
+            sni = NULL
+            sni_len = 0
             while q < lst_end:
                 if q + 3 > lst_end:
                     return NS_MALFORMED
                 nlen = _be16(m + q + 1)
                 if q + 3 + nlen > lst_end:
                     return NS_MALFORMED
-                if m[q] == 0 and out.name == NULL and nlen > 0:
-                    out.name = m + q + 3
-                    out.name_len = nlen
+                if m[q] == 0 and sni == NULL and nlen > 0:
+                    sni = m + q + 3
+                    sni_len = nlen
                 q += 3 + nlen
+            out.name = sni
+            out.name_len = sni_len
         elif etype == 16 and out.alpn == NULL:
             # RFC 7301 3.1: ProtocolNameList protocol_name_list<2..2^16-1>, ProtocolName<1..2^8-1>
             if elen < 2:
-                return NS_MALFORMED
+                return _ext_broken(out)
             lst_end = e + 2 + _be16(m + e)
             if lst_end > e + elen:
-                return NS_MALFORMED
+                return _ext_broken(out)
             q = e + 2
             if q < lst_end:
                 nlen = m[q]
                 if q + 1 + nlen > lst_end:
-                    return NS_MALFORMED
+                    return _ext_broken(out)
                 if nlen > 0:
                     out.alpn = m + q + 1
                     out.alpn_len = nlen
@@ -284,6 +317,187 @@ cdef int tls_client_hello(const uint8_t* stream, uint32_t length, int is_records
         return st
     out.hello_len = total
     return _tls_parse_hello(scratch, total, out)
+
+
+# ---------------------------------------------------------------------------------------------
+# QUIC CRYPTO stream: a TLS ClientHello, or the CHLO of Google QUIC Q050
+# ---------------------------------------------------------------------------------------------
+
+cdef inline uint32_t _le32(const uint8_t* p) noexcept nogil:
+    return p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)
+
+
+cdef int _gquic_chlo_msg(const uint8_t* m, uint32_t n, tls_info_t* out) noexcept nogil:
+    """SNI of a gQUIC CHLO handshake message at the start of m (Q050 carries it in CRYPTO frames).
+
+    Chromium's QUIC crypto handshake message: tag "CHLO", tag count (uint16 LE), 2 bytes of
+    padding, then per tag a 4-byte tag and the uint32 LE END offset of its value (offsets do not
+    decrease), then the values.  The SNI is tag "SNI\0".  NS_NEED_MORE until the whole message
+    (table and every value) is there, so a cut SNI is never returned.
+    """
+    cdef uint32_t ntags, table_end, i, prev = 0, end, sni_off = 0, sni_len = 0, total
+    cdef const uint8_t* t
+    cdef bint have_sni = False
+    cdef const char* tag = b"CHLO"
+    for i in range(4):
+        if i >= n:
+            return NS_NEED_MORE
+        if m[i] != <uint8_t>tag[i]:
+            return NS_NOT_PROTO
+    if n < 8:
+        return NS_NEED_MORE
+    ntags = m[4] | (<uint32_t>m[5] << 8)
+    if ntags == 0 or ntags > 1024:
+        return NS_MALFORMED
+    table_end = 8 + 8 * ntags
+    if n < table_end:
+        return NS_NEED_MORE
+    for i in range(ntags):
+        t = m + 8 + 8 * i
+        end = _le32(t + 4)
+        if end < prev or end > TLS_MAX_HELLO:
+            return NS_MALFORMED
+        if t[0] == 83 and t[1] == 78 and t[2] == 73 and t[3] == 0 and not have_sni:  # "SNI\0"
+            have_sni = True
+            sni_off = table_end + prev
+            sni_len = end - prev
+        prev = end
+    total = table_end + prev
+    if total > TLS_MAX_HELLO:
+        return NS_MALFORMED
+    if n < total:
+        return NS_NEED_MORE
+    out.hello_len = total
+    if not have_sni or sni_len == 0:
+        return NS_NO_NAME
+    out.name = m + sni_off
+    out.name_len = sni_len
+    return NS_FOUND
+
+
+cdef int quic_crypto_hello(const uint8_t* stream, uint32_t length, uint8_t* scratch,
+                           uint32_t scratch_cap, tls_info_t* out) noexcept nogil:
+    memset(out, 0, sizeof(tls_info_t))
+    if length == 0:
+        return NS_NEED_MORE
+    if stream[0] == 67:                  # "C": a gQUIC CHLO, never a TLS handshake type
+        return _gquic_chlo_msg(stream, length, out)
+    return tls_client_hello(stream, length, 0, scratch, scratch_cap, out)
+
+
+# ---------------------------------------------------------------------------------------------
+# STARTTLS: SMTP (RFC 3207), POP3 (RFC 2595 4), IMAP (RFC 3501 6.2.1)
+# ---------------------------------------------------------------------------------------------
+
+cdef enum:
+    ST_SMTP = 1
+    ST_POP3 = 2
+    ST_IMAP = 3
+
+
+cdef int _word_at(const uint8_t* s, uint32_t n, uint32_t at, const char* w) noexcept nogil:
+    """Case-insensitive match of w at s[at:], followed by SP, CR or LF.  NS_FOUND, NS_NEED_MORE
+    (s ends inside a possible match) or NS_NOT_PROTO."""
+    cdef uint32_t j = 0
+    while w[j] != 0:
+        if at + j >= n:
+            return NS_NEED_MORE
+        if _lower(s[at + j]) != _lower(<uint8_t>w[j]):
+            return NS_NOT_PROTO
+        j += 1
+    if at + j >= n:
+        return NS_NEED_MORE
+    if s[at + j] == 32 or s[at + j] == 13 or s[at + j] == 10:
+        return NS_FOUND
+    return NS_NOT_PROTO
+
+
+cdef inline bint _imap_tag_char(uint8_t c) noexcept nogil:
+    # RFC 3501 9: tag = 1*<any ASTRING-CHAR except "+">; atom-specials excluded.
+    return 33 <= c <= 126 and c != 40 and c != 41 and c != 123 and c != 37 and c != 42 \
+        and c != 34 and c != 92 and c != 43
+
+
+cdef int _starttls_kind(const uint8_t* s, uint32_t n, int* kind, uint32_t* tag_len) noexcept nogil:
+    """Which command protocol the client's first line speaks (NS_FOUND with *kind)."""
+    cdef int st, need = 0, i
+    cdef uint32_t t = 0
+    cdef const char* smtp[2]
+    cdef const char* pop3[5]
+    cdef const char* imap[4]
+    smtp[0] = b"EHLO"; smtp[1] = b"HELO"
+    pop3[0] = b"CAPA"; pop3[1] = b"STLS"; pop3[2] = b"USER"; pop3[3] = b"AUTH"; pop3[4] = b"APOP"
+    imap[0] = b"CAPABILITY"; imap[1] = b"STARTTLS"; imap[2] = b"NOOP"; imap[3] = b"ID"
+    for i in range(2):
+        st = _word_at(s, n, 0, smtp[i])
+        if st == NS_FOUND:
+            kind[0] = ST_SMTP
+            return st
+        need |= st == NS_NEED_MORE
+    for i in range(5):
+        st = _word_at(s, n, 0, pop3[i])
+        if st == NS_FOUND:
+            kind[0] = ST_POP3
+            return st
+        need |= st == NS_NEED_MORE
+    # IMAP: tag SP command.
+    while t < n and t < 64 and _imap_tag_char(s[t]):
+        t += 1
+    if t == n and t < 64:
+        return NS_NEED_MORE
+    if t > 0 and t < n and s[t] == 32:
+        for i in range(4):
+            st = _word_at(s, n, t + 1, imap[i])
+            if st == NS_FOUND:
+                kind[0] = ST_IMAP
+                tag_len[0] = t
+                return st
+            need |= st == NS_NEED_MORE
+    return NS_NEED_MORE if need else NS_NOT_PROTO
+
+
+cdef int starttls_client_hello(const uint8_t* stream, uint32_t length, uint8_t* scratch,
+                               uint32_t scratch_cap, tls_info_t* out) noexcept nogil:
+    cdef int kind = 0, st
+    cdef uint32_t tag_len = 0, ls = 0, le, p, lim, a, cmd
+    memset(out, 0, sizeof(tls_info_t))
+    if length == 0:
+        return NS_NEED_MORE
+    st = _starttls_kind(stream, length, &kind, &tag_len)
+    if st != NS_FOUND:
+        return st
+    lim = length if length < STARTTLS_MAX_COMMANDS else STARTTLS_MAX_COMMANDS
+    p = 0
+    while True:
+        # One command line (RFC 5321 2.3.8, RFC 1939 3, RFC 3501 2.2): text up to LF.
+        ls = p
+        while p < lim and stream[p] != 10:
+            if stream[p] < 32 and stream[p] != 9 and stream[p] != 13:
+                return NS_MALFORMED          # binary data where a command line should be
+            p += 1
+        if p >= lim:
+            return NS_NO_NAME if length >= STARTTLS_MAX_COMMANDS else NS_NEED_MORE
+        le = p
+        p += 1
+        while le > ls and (stream[le - 1] == 13 or stream[le - 1] == 32):
+            le -= 1
+        # The command: after "tag SP" for IMAP (any tag: each command has its own).
+        cmd = ls
+        if kind == ST_IMAP:
+            a = ls
+            while a < le and stream[a] != 32:
+                a += 1
+            cmd = a + 1
+        if kind == ST_POP3:
+            st = _word_at(stream, le + 1, cmd, b"STLS") if cmd + 4 == le else NS_NOT_PROTO
+        else:
+            st = _word_at(stream, le + 1, cmd, b"STARTTLS") if cmd + 8 == le else NS_NOT_PROTO
+        if st == NS_FOUND:
+            # The server's "220"/"+OK"/"OK" reply comes on the other direction; the client's
+            # next bytes are the TLS handshake (RFC 3207 4.2).
+            if p >= length:
+                return NS_NEED_MORE
+            return tls_client_hello(stream + p, length - p, 1, scratch, scratch_cap, out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -602,4 +816,51 @@ def parse_dns(const unsigned char[::1] msg):
         "rcode": info.rcode,
         "answers": answers,
         "dropped": info.n_answers_dropped,
+    }
+
+
+def parse_quic_crypto(const unsigned char[::1] stream):
+    """Parse the handshake message at the start of a QUIC CRYPTO stream.
+
+    A TLS ClientHello (as ``parse_client_hello(stream, False)``) or a gQUIC Q050 CHLO (its SNI
+    tag).  Returns ``(status, info)`` like :func:`parse_client_hello`.
+    """
+    cdef tls_info_t info
+    cdef uint8_t scratch[SCRATCH_SIZE]
+    cdef const uint8_t* p = _ptr(stream)
+    cdef uint32_t n = <uint32_t>stream.shape[0] if stream.shape[0] < 0xffffffff else 0xffffffff
+    cdef int st
+    with nogil:
+        st = quic_crypto_hello(p, n, scratch, SCRATCH_SIZE, &info)
+    return st, _tls_dict(&info)
+
+
+def parse_starttls(const unsigned char[::1] stream):
+    """Parse the client side of an SMTP/POP3/IMAP session up to its STARTTLS ClientHello.
+
+    Parameters: ``stream`` the client's first bytes (commands, then TLS records).  Returns
+    ``(status, info)`` like :func:`parse_client_hello`: ``NS_NOT_PROTO`` when the stream does
+    not start with an SMTP, POP3 or IMAP command, ``NS_NEED_MORE`` until the STARTTLS (POP3:
+    STLS) line and the ClientHello after it are complete, ``NS_NO_NAME`` after
+    ``STARTTLS_MAX_COMMAND_BYTES`` of commands without STARTTLS.
+
+    >>> parse_starttls(b"EHLO me\\r\\nSTARTTLS\\r\\n")[0] == NS_NEED_MORE
+    True
+    """
+    cdef tls_info_t info
+    cdef uint8_t scratch[SCRATCH_SIZE]
+    cdef const uint8_t* p = _ptr(stream)
+    cdef uint32_t n = <uint32_t>stream.shape[0] if stream.shape[0] < 0xffffffff else 0xffffffff
+    cdef int st
+    with nogil:
+        st = starttls_client_hello(p, n, scratch, SCRATCH_SIZE, &info)
+    return st, _tls_dict(&info)
+
+
+cdef dict _tls_dict(tls_info_t* info):
+    return {
+        "name": info.name[:info.name_len] if info.name != NULL else None,
+        "alpn": info.alpn[:info.alpn_len] if info.alpn != NULL else None,
+        "ech": bool(info.ech),
+        "hello_len": info.hello_len,
     }

@@ -9,7 +9,11 @@ read the TLS ClientHello (RFC 9001 5.2).  This module does that for:
 * IETF drafts 22 (draft-22 salt), 23-28 (draft-23 salt), 29-32 (draft-29 salt), 33-34 (v1 salt);
 * Facebook mvfst 0xfaceb001 (draft-22 salt), 0xfaceb002 and 0xfaceb00e "experimental" (draft-23
   salt), as nDPI and Wireshark map them;
-* Google T050/T051 (QUIC with TLS, own salts, CRYPTO frame type 0x08).
+* Google T050/T051 (QUIC with TLS, own salts, CRYPTO frame type 0x08);
+* Google Q050 (0x51303530): the IETF long header and Initial protection with its own salt and the
+  v1 labels, CRYPTO frame type 0x08 as in T05x, but the handshake inside is Google's QUIC crypto
+  CHLO (a tag/value map whose ``SNI`` tag is the name), not TLS.  The salt is the one Chromium
+  used for Q050 and that Wireshark (``packet-quic.c``) and nDPI (``protocols/quic.c``) publish.
 
 It runs in Python with the ``cryptography`` package: QUIC is a small share of flows and AES-GCM is
 done in C by OpenSSL anyway.  The flow table hands the reassembled CRYPTO bytes to the compiled
@@ -34,7 +38,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ._hostnames import NS_NEED_MORE, parse_client_hello
+from ._hostnames import NS_NEED_MORE, parse_quic_crypto
 
 if TYPE_CHECKING:
     from ._hostnames import TlsInfo
@@ -63,11 +67,13 @@ _SALT_D23 = bytes.fromhex("c3eef712c72ebb5a11a7d2432bb46365bef9f502")
 _SALT_D22 = bytes.fromhex("7fbcdb0e7c66bbe9193a96cd21519ebd7a02644a")
 _SALT_T050 = bytes.fromhex("7ff579e5acd072915580304c43a2367c60488310")
 _SALT_T051 = bytes.fromhex("7a4edef4e7ccee5fa4506c19124fc8ccda6e033d")
+_SALT_Q050 = bytes.fromhex("504574efd066fe2f9d945cfcdbd3a7f0d3b56b45")
 
 V1 = 0x00000001
 V2 = 0x6B3343CF
 T050 = 0x54303530
 T051 = 0x54303531
+Q050 = 0x51303530
 MVFST_22 = 0xFACEB001
 MVFST_27 = 0xFACEB002
 MVFST_EXP = 0xFACEB00E
@@ -103,6 +109,8 @@ def _profile(version: int) -> _Profile | None:
         return _Profile(_SALT_T050, _V1_LABELS, 0, _FRAME_CRYPTO_GQUIC)
     if version == T051:
         return _Profile(_SALT_T051, _V1_LABELS, 0, _FRAME_CRYPTO_GQUIC)
+    if version == Q050:
+        return _Profile(_SALT_Q050, _V1_LABELS, 0, _FRAME_CRYPTO_GQUIC)
     if version == MVFST_22:
         return _Profile(_SALT_D22, _V1_LABELS, 0, _FRAME_CRYPTO)
     if version in (MVFST_27, MVFST_EXP):
@@ -386,10 +394,11 @@ def reassemble_crypto(frames: list[tuple[int, bytes]], limit: int = MAX_CRYPTO_B
 def client_hello_from_crypto(frames: list[tuple[int, bytes]]) -> tuple[int, TlsInfo]:
     """Reassemble CRYPTO frames (out of order, overlapping, duplicated) and parse the ClientHello.
 
-    Returns the ``(status, info)`` of :func:`kzfilter.packet._hostnames.parse_client_hello` with
-    ``is_records=False``; ``NS_NEED_MORE`` while the stream has a gap before the ClientHello ends.
+    Returns the ``(status, info)`` of :func:`kzfilter.packet._hostnames.parse_quic_crypto`: a TLS
+    ClientHello parsed as with ``parse_client_hello(stream, False)``, or the ``SNI`` tag of a
+    Q050 CHLO; ``NS_NEED_MORE`` while the stream has a gap before the message ends.
     """
     stream = reassemble_crypto(frames)
     if not stream:
         return NS_NEED_MORE, {"name": None, "alpn": None, "ech": False, "hello_len": 0}
-    return parse_client_hello(stream, False)
+    return parse_quic_crypto(stream)
