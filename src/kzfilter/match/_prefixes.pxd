@@ -11,6 +11,11 @@ cdef extern from "<dlfcn.h>" nogil:
     int RTLD_LOCAL
     int RTLD_NOLOAD
 
+cdef enum:
+    V4_KEY_SHIFT = 16       # the IPv4 pre-filter bitmap holds the covered /16 blocks (addr >> 16)
+    V6_KEY_SHIFT = 40       # the IPv6 one holds the covered /24 slices (hi >> 40)
+    LOOKUP_BLOCK = 64       # addresses per block of the batched, prefetching lookup loop
+
 cdef extern from *:
     """
     #include <stdbool.h>
@@ -26,10 +31,12 @@ cdef extern from *:
     ctypedef void (*kz_roaring_add_range_closed_fn)(void *bitmap, uint32_t lo, uint32_t hi) noexcept nogil
     # GCC/Clang 128-bit integer: used only inside C arithmetic, never converted to Python.
     ctypedef unsigned long long kz_u128
+    # GCC/Clang builtin: start loading a cache line we will read soon (read, keep in all levels).
+    void kz_prefetch "__builtin_prefetch"(const void *addr) noexcept nogil
 
 
 cdef class PrefixSet:
-    # IPv4: interval i covers [v4_starts[i], v4_starts[i+1]); v4_starts[0] == 0.
+    # IPv4: interval i covers [v4_starts[i], v4_starts[i+1]); v4_starts[0] == 0; bitmap holds addr >> V4_KEY_SHIFT.
     cdef object _v4_starts_arr, _v4_rule_arr, _v4_pfx_arr, _v4_parent_arr, _v4_off_arr, _v4_rules_arr
     cdef object _v4_dir_arr
     cdef const uint32_t[::1] _v4_starts
@@ -37,7 +44,7 @@ cdef class PrefixSet:
     cdef const uint32_t[::1] _v4_dir
     cdef object _v4_bitmap          # pyroaring.BitMap: owner of the roaring_bitmap_t behind _v4_bm
     cdef const void *_v4_bm
-    # IPv6: 128-bit interval starts as (hi, lo) pairs; the bitmap is keyed on the top 32 bits.
+    # IPv6: 128-bit interval starts as (hi, lo) pairs; the optional pre-filter bitmap holds hi >> V6_KEY_SHIFT.
     cdef object _v6_hi_arr, _v6_lo_arr, _v6_rule_arr, _v6_pfx_arr, _v6_parent_arr, _v6_off_arr, _v6_rules_arr
     cdef object _v6_dir_arr
     cdef const uint64_t[::1] _v6_hi
