@@ -11,8 +11,9 @@ cdef enum:
     SYM_A = 13          # 'a'..'z' (and 'A'..'Z') -> 13..38
     ALPHABET = 39
     SYM_BAD = 255       # any other byte: not part of a host name
-    LABEL_MASK = 63     # low 6 bits of a node word hold the label, the rest the terminal index + 1
-    TERM_SHIFT = 6
+    NODE_WORDS = 3      # a trie node: first child id; child bitmap bits 0-31; bits 32-38 | term << 7
+    HI_MASK = 0x7F      # low 7 bits of word 2: child bitmap bits 32..38
+    TERM_SHIFT = 7      # word 2 >> 7: terminal index + 1 (0: not a terminal), so < 2**25 terminals
     MAX_NAME_LENGTH = 253   # RFC 1035 section 2.3.4 (text form)
     MAX_LABEL_LENGTH = 63   # RFC 1035 section 2.3.4
 
@@ -24,7 +25,7 @@ cdef enum:
 
 cdef struct Tables:
     # Borrowed pointers into the numpy arrays that a NameAutomaton owns.
-    const uint32_t* nodes      # 2 words per node (+1 sentinel node): first child id, label | (term+1) << 6
+    const uint32_t* nodes      # NODE_WORDS per node, BFS order: children are first + rank(label)
     const int32_t* term_best   # 2 per terminal: best rule for the apex, best rule for a subdomain
     const uint64_t* prio       # per rule
     const int32_t* kdelta      # keyword automaton, ALPHABET entries per state (complete DFA)
