@@ -211,7 +211,7 @@ class Classifier:
     def _build_prefixes(self, networks: Sequence[tuple[Any, ...]] | None, base: np.ndarray) -> None:
         v4: list[tuple[int, int, int]] = []
         v6: list[tuple[bytes, int, int]] = []
-        for i in np.flatnonzero(self._kinds == _KIND_CODE["ip"]):
+        for i in np.flatnonzero(self._kinds == _KIND_CODE["ip"]).tolist():
             nets = networks[i] if networks is not None else parse_address_pattern(self._patterns[i])[1]
             for net in nets:
                 if net.version == 4:
@@ -292,7 +292,7 @@ class Classifier:
         local, status = self._names.match_list(names)
         local = np.asarray(local, dtype=np.int32)
         status = np.asarray(status, dtype=np.uint8)
-        for i in np.flatnonzero(status == _automaton.STATUS_NON_ASCII):
+        for i in np.flatnonzero(status == _automaton.STATUS_NON_ASCII).tolist():
             try:
                 normal = normalize_name(names[i])
             except InvalidNameError:

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Union
+from typing import TYPE_CHECKING, Iterable, Iterator, Union
 
 from ..errors import InvalidNameError, RuleSyntaxError
 from .normalize import normalize_name
+
+if TYPE_CHECKING:
+    from ..match.classifier import Classifier
 
 __all__ = [
     "Rule", "RuleSet", "NAME_KINDS", "KINDS", "ACTIONS", "ACTION_RANK", "IPNetwork",
@@ -38,7 +41,8 @@ def parse_address_pattern(text: str) -> tuple[str, tuple[IPNetwork, ...]]:
                 raise ValueError("range mixes IPv4 and IPv6")
             if int(hi) < int(lo):
                 raise ValueError("range end is below its start")
-            nets = tuple(ipaddress.summarize_address_range(lo, hi))  # type: ignore[arg-type]
+            nets: tuple[IPNetwork, ...] = tuple(
+                ipaddress.summarize_address_range(lo, hi))  # type: ignore[arg-type,misc]
             return f"{lo}-{hi}", nets
         net = ipaddress.ip_network(text, strict=True)
     except ValueError as exc:
@@ -186,7 +190,8 @@ class RuleSet:
     def rules(self) -> tuple[Rule, ...]:
         return self._rules
 
-    def compile(self) -> "Classifier":  # noqa: F821 - imported lazily to keep rules free of the compiled core
+    def compile(self) -> "Classifier":
         """Build the compiled, immutable, picklable Classifier for these rules."""
-        from ..match.classifier import Classifier
+        from ..match.classifier import Classifier  # lazily: the rule model needs no compiled core
+
         return Classifier(self)
