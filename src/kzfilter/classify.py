@@ -11,6 +11,7 @@ address rule matching the client address.  ``matched_on`` says which: "name", "i
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
@@ -48,8 +49,16 @@ def _ips_as_rule_ids(clf: "Classifier", raw: np.ndarray, version: np.ndarray) ->
     return ids
 
 
+def _address_text(raw: np.ndarray, version: int) -> str:
+    return str(ipaddress.ip_address(bytes(raw[:4]) if version == 4 else bytes(raw)))
+
+
 def apply_verdicts(clf: "Classifier", batch: RecordBatch, match_client_ip: bool = False) -> RecordBatch:
-    """Fill the verdict columns (action, category, rule, lists, matched_on) of ``batch`` in place."""
+    """Fill the verdict columns (action, category, rule, lists, matched_on) of ``batch`` in place.
+
+    The matching itself is three batch calls; Python work is done only for the flows that matched,
+    so the cost of a batch of unmatched flows is a few numpy operations.
+    """
     n = len(batch)
     if n == 0:
         return batch
@@ -59,38 +68,46 @@ def apply_verdicts(clf: "Classifier", batch: RecordBatch, match_client_ip: bool 
     name_ids = np.where(arr["name_source_code"] != 0, name_ids, -1)
     server_ids = _ips_as_rule_ids(clf, arr["server_ip_raw"], arr["ip_version"])
     rule_id = np.where(name_ids >= 0, name_ids, server_ids)
-    matched_on = np.where(name_ids >= 0, "name", np.where(server_ids >= 0, "ip", ""))
+    on_code = np.where(name_ids >= 0, 0, np.where(server_ids >= 0, 1, -1))
     if match_client_ip:
         client_ids = _ips_as_rule_ids(clf, arr["client_ip_raw"], arr["ip_version"])
         use_client = (rule_id < 0) & (client_ids >= 0)
         rule_id = np.where(use_client, client_ids, rule_id)
-        matched_on = np.where(use_client, "client-ip", matched_on)
+        on_code = np.where(use_client, 2, on_code)
 
+    matched = np.flatnonzero(rule_id >= 0).tolist()
+    if not matched:
+        return batch
     actions: list[Any] = [None] * n
     categories: list[Any] = [None] * n
     rules: list[Any] = [None] * n
-    lists: list[Any] = [[] for _ in range(n)]
+    lists: list[Any] = [()] * n          # one shared empty value for the unmatched flows
     on: list[Any] = [None] * n
-    names = batch.column("name")
-    servers = batch.column("server_ip") if (server_ids >= 0).any() else None
-    clients = batch.column("client_ip") if match_client_ip else None
-    cache: dict[tuple[str, str], tuple[str, ...]] = {}
-    for i in np.flatnonzero(rule_id >= 0).tolist():
+    cache: dict[tuple[int, str], tuple[str, ...]] = {}
+    for i in matched:
         rule = clf.rules[int(rule_id[i])]
+        code = int(on_code[i])
         actions[i], categories[i], rules[i] = rule.action, rule.category or None, str(rule)
-        on[i] = str(matched_on[i])
-        # Every list that matched, not only the winner's: one single-query call per matched flow.
-        query = names[i] if on[i] == "name" else servers[i] if on[i] == "ip" else clients[i]  # type: ignore[index]
-        key = (on[i], query)
+        on[i] = _MATCHED_ON[code]
+        if code == 0:
+            query = (batch.name_bytes(i) or b"").decode("ascii", "replace")
+        else:
+            raw = arr["server_ip_raw" if code == 1 else "client_ip_raw"][i]
+            query = _address_text(raw, int(arr["ip_version"][i]))
+        # Every list that matched, not only the winner's: one single-query call per distinct query.
+        key = (code, query)
         if key not in cache:
             try:
-                m = clf.match_name(key[1]) if on[i] == "name" else clf.match_ip(key[1])
-            except InvalidNameError:
+                m = clf.match_name(query) if code == 0 else clf.match_ip(query)
+            except (InvalidNameError, ValueError):
                 m = None
             cache[key] = m.lists if m is not None else (rule.source,)
         lists[i] = list(cache[key])
     batch.set_verdicts(actions, categories, rules, lists, on)
     return batch
+
+
+_MATCHED_ON = ("name", "ip", "client-ip")
 
 
 class Classification:
