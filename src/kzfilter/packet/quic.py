@@ -178,6 +178,14 @@ def client_initial_keys(version: int, dcid: bytes) -> tuple[bytes, bytes, bytes]
             _hkdf_expand_label(secret, hp, 16))
 
 
+@functools.lru_cache(maxsize=1024)
+def _client_ciphers(version: int, dcid: bytes) -> tuple[AESGCM, Cipher, int]:
+    """The AEAD, the header-protection cipher and the IV (as an int) of a connection's client
+    Initials, built once per DCID: building cipher objects cost more than decrypting a packet."""
+    key, iv, hp = client_initial_keys(version, dcid)
+    return AESGCM(key), Cipher(algorithms.AES(hp), modes.ECB()), int.from_bytes(iv, "big")
+
+
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
     """RFC 9000 16: read a variable-length integer; raise IndexError when cut."""
     first = buf[pos]
@@ -313,10 +321,10 @@ def _decrypt_packets(datagram: bytes) -> QuicInitial:
                 result = QuicInitial(version, bytes(dcid), bytes(scid))
             elif dcid != result.dcid:
                 break                      # a packet of another connection: not ours to decrypt
-            key, iv, hp = client_initial_keys(version, result.dcid)
+            aead, hp_cipher, iv_int = _client_ciphers(version, result.dcid)
             # RFC 9001 5.4.2: the sample starts 4 bytes after the packet number field's start.
             sample = buf[pn_offset + 4: pn_offset + 20]
-            enc = Cipher(algorithms.AES(hp), modes.ECB()).encryptor()
+            enc = hp_cipher.encryptor()
             mask = enc.update(sample) + enc.finalize()
             hdr0 = first ^ (mask[0] & 0x0F)
             pn_len = (hdr0 & 0x03) + 1
@@ -324,9 +332,9 @@ def _decrypt_packets(datagram: bytes) -> QuicInitial:
             pn_bytes = bytes(b ^ m for b, m in zip(pn_field, mask[1: 1 + pn_len]))
             header = bytes([hdr0]) + buf[pos + 1: pn_offset] + pn_bytes
             pn = int.from_bytes(pn_bytes, "big")
-            nonce = (int.from_bytes(iv, "big") ^ pn).to_bytes(12, "big")
+            nonce = (iv_int ^ pn).to_bytes(12, "big")
             try:
-                plain = AESGCM(key).decrypt(nonce, buf[pn_offset + pn_len: end], header)
+                plain = aead.decrypt(nonce, buf[pn_offset + pn_len: end], header)
             except InvalidTag:
                 if result.packets == 0:
                     raise _Reject("decrypt-failed") from None
@@ -363,6 +371,14 @@ def initial_crypto_frames(datagram: bytes) -> QuicInitial | None:
         return _decrypt_packets(datagram)
     except _Reject:
         return None
+
+
+def decrypt_initial(datagram: bytes) -> tuple[str, QuicInitial | None]:
+    """``("ok", frames)`` or ``(reason, None)`` in one pass (the flow table's entry point)."""
+    try:
+        return "ok", _decrypt_packets(datagram)
+    except _Reject as exc:
+        return exc.reason, None
 
 
 def quic_reason(datagram: bytes) -> str:
