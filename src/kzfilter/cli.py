@@ -78,10 +78,67 @@ def _cmd_compile(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _partition_keys(text: str) -> tuple[str, ...]:
+    from .output import PARTITION_KEYS
+
+    keys = tuple(k.strip() for k in text.split(",") if k.strip())
+    bad = [k for k in keys if k not in PARTITION_KEYS]
+    if not keys or bad or len(set(keys)) != len(keys):
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated list of {', '.join(PARTITION_KEYS)}, got {text!r}")
+    return keys
+
+
+def _workers(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of processes, got {text!r}")
+    return n
+
+
+def _run_to_path(clf, args: argparse.Namespace) -> int:
+    """classify into Parquet / Arrow (one file, or a partitioned directory): progress and summary
+    as ``run_classify_cli`` does for the text formats."""
+    from .classify import Classification
+    from .output import Summary, open_writer
+
+    bar = None
+    if not args.quiet and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        total = sum(Path(p).stat().st_size for p in args.capture)
+        bar = tqdm(total=total, unit="B", unit_scale=True, desc="kzfilter", file=sys.stderr)
+    result = Classification(clf, args.capture, match_client_ip=args.match_client_ip,
+                            workers=args.workers, progress=bar.update if bar else None)
+    writer = open_writer(args.format, None, args.output, partition_by=args.partition_by)
+    summary = Summary()
+    try:
+        for batch in result.batches():
+            writer.write(batch)
+            summary.add(batch)
+    finally:
+        writer.close()
+        if bar is not None:
+            bar.close()
+    if not args.quiet:
+        print(summary.render(result.counters), file=sys.stderr)
+    return 0
+
+
 def _cmd_classify(args: argparse.Namespace, out: TextIO) -> int:
     from .classify import run_classify_cli
+    from .output import BINARY_FORMATS
 
+    if (args.format in BINARY_FORMATS or args.partition_by) and not args.output:
+        raise KzfilterError(f"the {args.format} format and --partition-by need --output PATH")
+    if args.partition_by and args.format not in BINARY_FORMATS:
+        raise KzfilterError("--partition-by needs --format parquet or arrow")
     clf = _load_classifier(args.rules, strict=not args.lenient)
+    if args.format in BINARY_FORMATS:
+        return _run_to_path(clf, args)
     return run_classify_cli(clf, args, out)
 
 
@@ -111,8 +168,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("classify", help="one record per flow of the captures, with name and verdict")
     p.add_argument("capture", nargs="+", help="pcap / pcapng files, optionally gzip- or zstd-compressed")
     rules_args(p)
-    p.add_argument("--format", "-f", choices=["jsonl", "csv", "table", "parquet"], default="table")
+    p.add_argument("--format", "-f", choices=["jsonl", "csv", "table", "parquet", "arrow"], default="table",
+                   help="table (for people), jsonl, csv, parquet or arrow (Arrow IPC file / Feather v2; "
+                        "parquet and arrow need --output)")
     p.add_argument("--output", "-o", metavar="PATH", help="write records here instead of standard output")
+    p.add_argument("--partition-by", type=_partition_keys, default=None, metavar="KEYS",
+                   help="capture, date or capture,date: write a Hive-style directory dataset at "
+                        "--output (parquet or arrow), one directory per capture file and/or UTC day")
+    p.add_argument("--workers", "-j", type=_workers, default=1, metavar="N",
+                   help="processes to use (default 1): one capture per process, or one capture split "
+                        "by flow over N processes when there are fewer captures than N; same records")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
     p.add_argument("--match-client-ip", action="store_true",
                    help="also match the client address against address rules (rules meant for users)")

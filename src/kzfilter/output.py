@@ -1,24 +1,41 @@
-"""Streaming writers for flow records: JSONL, CSV, a terminal table, and Parquet.
+"""Streaming writers for flow records: JSONL, CSV, a terminal table, Parquet and Arrow IPC.
 
 Every writer takes record batches as they finish, so memory stays flat however large the capture.
 Field names and order are the record schema (``kzfilter.flow.records.RECORD_FIELDS``).
+
+Parquet writes one row group per batch; Arrow writes the Arrow IPC *file* format (Feather v2, read
+it with ``pyarrow.feather.read_table`` or ``pyarrow.ipc.open_file``), one record batch per batch.
+Both carry ``kzfilter.schema_version`` (:data:`RECORD_SCHEMA_VERSION`) in the schema metadata.
+
+Partitioned output (``partition_by=("capture", "date")``, either or both): ``path`` is a directory
+holding a Hive-style dataset, ``capture=<capture path, URI-encoded>/date=<YYYY-MM-DD>/part-0.parquet``
+(``date``: UTC day of the flow's ``ts_start``).  As usual for Hive datasets, a partition column is
+not repeated inside the files: ``pyarrow.dataset.dataset(path, partitioning="hive")`` (or
+``pandas.read_parquet(path)``) gives it back from the directory names, URI-decoded.
 """
 from __future__ import annotations
 
 import csv
 import json
 import math
+import os
 from collections import Counter
-from typing import IO, Any
+from typing import IO, Any, Sequence
+from urllib.parse import quote
 
 from .flow.records import FIELD_NAMES, RecordBatch
 
-__all__ = ["RECORD_SCHEMA_VERSION", "open_writer", "Summary", "FORMATS"]
+__all__ = ["RECORD_SCHEMA_VERSION", "open_writer", "Summary", "FORMATS", "BINARY_FORMATS",
+           "PARTITION_KEYS", "arrow_schema", "partition_values"]
 
 # Bumped when a field changes meaning or type (adding fields keeps the version). Written into
 # Parquet metadata as ``kzfilter.schema_version``.
 RECORD_SCHEMA_VERSION = "1"
-FORMATS = ("jsonl", "csv", "table", "parquet")
+FORMATS = ("jsonl", "csv", "table", "parquet", "arrow")
+# Formats written to a path (not a text stream).
+BINARY_FORMATS = ("parquet", "arrow")
+PARTITION_KEYS = ("capture", "date")
+SCHEMA_VERSION_KEY = b"kzfilter.schema_version"
 
 
 def _rows(batch: RecordBatch) -> Any:
@@ -93,37 +110,130 @@ class _TableWriter:
         self.fh.flush()
 
 
-class _ParquetWriter:
-    """One row group per batch, schema version in the file metadata."""
+def arrow_schema(drop: Sequence[str] = ()) -> Any:
+    """The pyarrow schema of the records (minus ``drop``) with the schema version in its metadata."""
+    schema = RecordBatch().to_arrow().schema
+    for name in drop:
+        schema = schema.remove(schema.get_field_index(name))
+    meta = dict(schema.metadata or {})
+    meta[SCHEMA_VERSION_KEY] = RECORD_SCHEMA_VERSION.encode()
+    return schema.with_metadata(meta)
 
-    def __init__(self, path: str) -> None:
+
+class _FileWriter:
+    """Parquet (one row group per write) or Arrow IPC file (one record batch per write) at ``path``."""
+
+    def __init__(self, path: str, fmt: str, drop: Sequence[str] = ()) -> None:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        self._pq = pq
+        self.schema = arrow_schema(drop)
         self.path = path
-        self.writer: Any = None
+        if fmt == "parquet":
+            self.writer: Any = pq.ParquetWriter(path, self.schema)
+        else:
+            self.sink = pa.OSFile(path, "wb")
+            self.writer = pa.ipc.new_file(self.sink, self.schema)
+        self.fmt = fmt
 
-    def write(self, batch: RecordBatch) -> None:
-        table = batch.to_arrow()
-        if self.writer is None:
-            meta = dict(table.schema.metadata or {})
-            meta[b"kzfilter.schema_version"] = RECORD_SCHEMA_VERSION.encode()
-            self.schema = table.schema.with_metadata(meta)
-            self.writer = self._pq.ParquetWriter(self.path, self.schema)
-        self.writer.write_table(table.cast(self.schema))
+    def write_table(self, table: Any) -> None:
+        if table.num_rows:
+            self.writer.write_table(table.cast(self.schema))
 
     def close(self) -> None:
-        if self.writer is None:  # no flow at all: still write a valid, empty file with the schema
-            self.write(RecordBatch())
         self.writer.close()
+        if self.fmt == "arrow":
+            self.sink.close()
 
 
-def open_writer(fmt: str, fh: IO[str] | None = None, path: str | None = None) -> Any:
-    """A writer with ``write(batch)`` and ``close()`` for ``fmt`` (one of ``FORMATS``)."""
-    if fmt == "parquet":
+class _ParquetWriter:
+    """One file: Parquet or Arrow IPC, a row group / record batch per batch of finished flows.
+
+    An empty result still writes a valid file with the schema."""
+
+    def __init__(self, path: str, fmt: str = "parquet") -> None:
+        self.file = _FileWriter(path, fmt)
+        self.path = path
+
+    def write(self, batch: RecordBatch) -> None:
+        if len(batch):
+            self.file.write_table(batch.to_arrow())
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def partition_values(batch: RecordBatch, key: str) -> list[str]:
+    """The partition value of each record for ``key`` ("capture": its capture path; "date": the
+    UTC day of ts_start, YYYY-MM-DD)."""
+    if key == "capture":
+        return [str(c) for c in batch.column("capture")]
+    if key == "date":
+        days = batch.array["ts_start_ns"].astype("datetime64[ns]").astype("datetime64[D]")
+        return [str(d) for d in days]
+    raise ValueError(f"unknown partition key {key!r} (expected {' and/or '.join(PARTITION_KEYS)})")
+
+
+class _PartitionedWriter:
+    """A Hive-style directory dataset, one open file per partition, rows routed batch by batch.
+
+    ``part_name`` names the file in each partition directory (``part-0.parquet`` by default; the
+    Dask writer gives each task its own name so tasks never share a file)."""
+
+    def __init__(self, root: str, fmt: str, keys: Sequence[str], part_name: str | None = None) -> None:
+        keys = tuple(keys)
+        if not keys or len(set(keys)) != len(keys):
+            raise ValueError("partition_by needs distinct keys among " + ", ".join(PARTITION_KEYS))
+        for key in keys:
+            if key not in PARTITION_KEYS:
+                raise ValueError(f"unknown partition key {key!r} (expected {' and/or '.join(PARTITION_KEYS)})")
+        self.root = root
+        self.fmt = fmt
+        self.keys = keys
+        self.part_name = part_name or f"part-0.{fmt}"
+        self.drop = [k for k in keys if k in FIELD_NAMES]
+        self.files: dict[tuple[str, ...], _FileWriter] = {}
+        os.makedirs(root, exist_ok=True)
+
+    def write(self, batch: RecordBatch) -> None:
+        import pyarrow as pa
+
+        if not len(batch):
+            return
+        values = [partition_values(batch, k) for k in self.keys]
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for i, key in enumerate(zip(*values)):
+            groups.setdefault(key, []).append(i)
+        table = batch.to_arrow().drop_columns(self.drop)
+        for key, rows in groups.items():
+            writer = self.files.get(key)
+            if writer is None:
+                sub = os.path.join(self.root, *(f"{k}={quote(v, safe='')}" for k, v in zip(self.keys, key)))
+                os.makedirs(sub, exist_ok=True)
+                writer = self.files[key] = _FileWriter(os.path.join(sub, self.part_name), self.fmt, self.drop)
+            writer.write_table(table.take(pa.array(rows, type=pa.int64())))
+
+    def close(self) -> None:
+        for writer in self.files.values():
+            writer.close()
+        self.files.clear()
+
+
+def open_writer(fmt: str, fh: IO[str] | None = None, path: str | None = None,
+                partition_by: Sequence[str] | None = None, part_name: str | None = None) -> Any:
+    """A writer with ``write(batch)`` and ``close()`` for ``fmt`` (one of ``FORMATS``).
+
+    Parquet and Arrow need ``path`` (a file, or with ``partition_by`` a directory); the text formats
+    need ``fh``.
+    """
+    if fmt in BINARY_FORMATS:
         if path is None:
-            raise ValueError("the parquet format needs an output path (--output)")
-        return _ParquetWriter(path)
+            raise ValueError(f"the {fmt} format needs an output path (--output)")
+        if partition_by:
+            return _PartitionedWriter(path, fmt, partition_by, part_name)
+        return _ParquetWriter(path, fmt)
+    if partition_by:
+        raise ValueError(f"partitioning needs the parquet or arrow format, not {fmt}")
     if fh is None:
         raise ValueError(f"the {fmt} format needs a text stream")
     writers = {"jsonl": _JsonlWriter, "csv": _CsvWriter, "table": _TableWriter}

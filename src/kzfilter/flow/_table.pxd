@@ -20,6 +20,8 @@ ctypedef struct flow_t:
     uint8_t sip[16]
     int64_t first_ns
     int64_t last_ns
+    int64_t touch_ns        # table clock (max capture time so far) at the last packet: LRU order
+    int64_t born_ns         # table clock at creation: creation-list order
     int64_t flow_id
     uint64_t pk_c2s
     uint64_t pk_s2c

@@ -24,14 +24,21 @@ class FlowTable:
     names_quic, names_http, names_dns_query, names_dns_answer, quic_initials, quic_failed,
     gquic_hellos,
     reasm_dropped, reasm_alloc_failed, dns_answers_stored, dns_answers_evicted,
-    dns_answers_dropped, dns_assoc_entries, alloc_failed."""
+    dns_answers_dropped, dns_assoc_entries, alloc_failed.
+
+    Sharding (``shard_count`` > 1): the table keeps only the flows whose symmetric key hash falls
+    to ``shard_index``; other frames still drive its clock and feed its DNS-answer table.  Counters
+    add up over shards (frames of no flow and DNS-answer counters come from shard 0 only).
+    ``flow_id`` is the ordinal of the flow's first frame among all frames the table has read."""
     capture_name: str
     def __init__(self, max_flows: int = 1_000_000, idle_timeout: float = 300.0,
                  active_timeout: float = 1800.0, udp_idle_timeout: float = 120.0,
                  reasm_limit: int = 16384, dns_assoc: bool = True, capture_name: str = "",
                  close_grace: float = 2.0, sweep_interval: float = 1.0,
-                 dns_assoc_max: int = 1_000_000) -> None: ...
-    def process_reader(self, reader: CaptureReader, capture_name: str | None = None) -> int: ...
+                 dns_assoc_max: int = 1_000_000, shard_count: int = 1,
+                 shard_index: int = 0) -> None: ...
+    def process_reader(self, reader: CaptureReader, capture_name: str | None = None,
+                       max_frames: int = 0) -> int: ...
     def process_frame(self, ts_ns: int, data: bytes | bytearray | memoryview, linktype: int = 1,
                       wirelen: int | None = None) -> None: ...
     def process_frames(self, frames: Iterable[tuple[Any, ...]], linktype: int = 1) -> int: ...

@@ -14,7 +14,9 @@ Design decisions (see also :mod:`kzfilter.flow.records` for the record schema):
   ``udp_idle_timeout``) ends "idle"; one older than ``active_timeout`` ends "active-timeout" (the
   next packet opens a new flow).  Expired flows are swept every ``sweep_interval`` seconds of
   capture time and checked again when their next packet arrives, so results do not depend on the
-  sweep period.  RST, or FIN from both sides, closes a TCP flow: it stays ``close_grace`` seconds in
+  sweep period.  Sweeps measure idleness on the table clock (the largest capture time seen, which
+  never goes backwards when a capture's timestamps do), so they are exact and do not depend on
+  which other flows are held.  RST, or FIN from both sides, closes a TCP flow: it stays ``close_grace`` seconds in
   the table to absorb trailing ACKs/retransmissions, then ends "rst"/"fin".  A SYN (without ACK)
   on a closed flow starts a new flow at once (port reuse).
 * ``max_flows``: at the cap the least recently seen flow is evicted (exact LRU per timeout list;
@@ -34,6 +36,14 @@ Design decisions (see also :mod:`kzfilter.flow.records` for the record schema):
   long-header packets seen before the Initial (0-RTT after reordering) do not end the search.
   Google QUIC Q024-Q046 sends its CHLO in plaintext: its SNI tag is read here, in C ("quic").
 * Names are never partial: only a parser's NS_FOUND sets one.  They are kept as raw bytes.
+* ``flow_id`` is the 0-based ordinal, among every frame the table has read, of the flow's first
+  frame: increasing in creation order, unique within a table, and independent of sharding.
+* Sharding (``shard_count`` > 1, for kzfilter.parallel): every shard reads the whole capture and
+  keeps the flows whose symmetric key hash falls to ``shard_index``.  Frames of other shards still
+  drive the clock (idle sweeps, emission times) and their DNS responses still feed the association
+  table, so a shard's records are exactly the unsharded table's records of its flows.  Counters add
+  up over shards: frames of no flow and the DNS association table are counted by shard 0 only.
+  ``max_flows`` (eviction) is per shard: with eviction, results can depend on the shard count.
 """
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
@@ -46,6 +56,7 @@ from kzfilter.packet._dissect cimport (
     DS_FRAGMENT, DS_UNSUPPORTED_L4)
 from kzfilter.packet._hostnames cimport (
     tls_client_hello, http_host, dns_message, tls_info_t, name_ref_t, dns_info_t,
+    starttls_client_hello, quic_crypto_hello,
     NS_FOUND, NS_NEED_MORE, NS_NOT_PROTO, NS_NO_NAME, NS_MALFORMED)
 
 import numpy as np
@@ -99,6 +110,7 @@ cdef enum:
     MODE_DNS_TCP = 3
     MODE_DNS_UDP = 4
     MODE_QUIC = 5
+    MODE_STARTTLS = 6
 
 cdef enum:
     TH_FIN = 0x01
@@ -142,6 +154,12 @@ cdef inline uint32_t _flow_hash(const uint8_t* a, uint32_t pa, const uint8_t* b,
     # The sum of the two endpoint hashes is symmetric: both directions land on the same bucket.
     return <uint32_t>_fmix(_addr_hash(a, pa) + _addr_hash(b, pb)
                            + (<uint64_t>proto << 32) + (<uint64_t>vlan << 8) + ver)
+
+
+cdef inline uint32_t _shard_of(uint32_t h, uint32_t shard_count) noexcept nogil:
+    # Re-mixed so the shard does not correlate with the low bits the flow index uses; h is
+    # symmetric, so both directions of a flow fall to the same shard.
+    return <uint32_t>(((_fmix(<uint64_t>h ^ <uint64_t>0x2545f4914f6cdd1d) >> 32) * shard_count) >> 32)
 
 
 cdef inline uint32_t _pair_hash(const uint8_t* a, const uint8_t* b) noexcept nogil:
@@ -240,12 +258,15 @@ cdef int _reasm_reserve(reasm_t* r, uint32_t need) noexcept nogil:
 cdef int _reasm_add(reasm_t* r, uint64_t off, const uint8_t* data, uint32_t n) noexcept nogil:
     """Store data at stream offset off.  Returns 1 if the contiguous prefix grew, 0 if not, -1 on
     out-of-memory.  Bytes already held (prefix or out-of-order) are kept (first copy wins)."""
-    cdef uint64_t end = off + n
+    cdef uint64_t end
     cdef uint32_t i, start, old
+    if off >= r.limit:
+        # Test before adding: off + n wraps for offsets near 2**64 (a hostile sequence number gap).
+        r.dropped += 1
+        return 0
+    end = off + n
     if end > r.limit:
         r.dropped += 1
-        if off >= r.limit:
-            return 0
         end = r.limit
     if end <= r.contig or n == 0:
         return 0
@@ -316,10 +337,9 @@ def _quic_frames(datagram):
     if _quic is None:
         from kzfilter.packet import quic as _q
         _quic = _q
-    ini = _quic.initial_crypto_frames(datagram)
+    reason, ini = _quic.decrypt_initial(datagram)      # one pass: frames, or why not
     if ini is not None:
         return 0, ini.frames
-    reason = _quic.quic_reason(datagram)
     if reason == "unknown-version":
         return NN_QUIC_VERSION, None
     if reason in ("not-quic", "not-initial"):
@@ -441,7 +461,8 @@ cdef class FlowTable:
     recently seen is evicted beyond it); ``idle_timeout`` (TCP) and ``udp_idle_timeout`` (UDP and
     other transports); ``active_timeout``; ``close_grace`` after FIN/RST; ``sweep_interval``;
     ``reasm_limit`` client bytes reassembled per flow for its name; ``dns_assoc`` enables the
-    DNS-answer association, bounded by ``dns_assoc_max`` entries; ``capture_name`` labels records.
+    DNS-answer association, bounded by ``dns_assoc_max`` entries; ``capture_name`` labels records;
+    ``shard_count`` / ``shard_index`` keep only one shard of the flows (module docstring).
     """
     cdef flow_t* flows
     cdef uint32_t* fhash
@@ -454,7 +475,10 @@ cdef class FlowTable:
     cdef int32_t ltail[3]
     cdef int32_t age_head
     cdef int32_t age_tail
-    cdef int64_t next_id
+    cdef int64_t frame_no       # frames seen so far (owned or not): flow_id = first frame's ordinal
+    cdef int64_t cur_frame
+    cdef uint32_t shard_count
+    cdef uint32_t shard_index
     cdef int64_t idle_ns[3]
     cdef int64_t active_ns
     cdef int64_t sweep_every_ns
@@ -506,7 +530,10 @@ cdef class FlowTable:
 
     def __init__(self, max_flows=1_000_000, idle_timeout=300.0, active_timeout=1800.0,
                  udp_idle_timeout=120.0, reasm_limit=16384, dns_assoc=True, capture_name="",
-                 close_grace=2.0, sweep_interval=1.0, dns_assoc_max=1_000_000):
+                 close_grace=2.0, sweep_interval=1.0, dns_assoc_max=1_000_000,
+                 shard_count=1, shard_index=0):
+        if not 1 <= shard_count <= 0xffff or not 0 <= shard_index < shard_count:
+            raise ValueError("need 1 <= shard_count <= 65535 and 0 <= shard_index < shard_count")
         if not 1 <= max_flows <= 0x7fffffff:
             raise ValueError("max_flows must be between 1 and 2**31-1")
         if not 1 <= dns_assoc_max <= 0x7fffffff:
@@ -531,6 +558,8 @@ cdef class FlowTable:
         self.amax = dns_assoc_max
         self.captures = [str(capture_name)]
         self.cur_capture = 0
+        self.shard_count = shard_count
+        self.shard_index = shard_index
 
     def __dealloc__(self):
         cdef uint32_t i
@@ -581,6 +610,7 @@ cdef class FlowTable:
         self.ltail[l] = s
 
     cdef inline void _touch(self, int32_t s, int l) noexcept nogil:
+        self.flows[s].touch_ns = self.now_ns
         if self.ltail[l] == s and self.flows[s].lst == l:
             return
         self._unlink(s)
@@ -759,12 +789,12 @@ cdef class FlowTable:
         for l in range(3):
             while self.lhead[l] >= 0:
                 s = self.lhead[l]
-                if now - self.flows[s].last_ns < self.idle_ns[l]:
+                if now - self.flows[s].touch_ns < self.idle_ns[l]:
                     break
                 self._end_flow(s, END_IDLE)
         while self.age_head >= 0:
             s = self.age_head
-            if now - self.flows[s].first_ns < self.active_ns:
+            if now - self.flows[s].born_ns < self.active_ns:
                 break
             self._end_flow(s, END_ACTIVE)
 
@@ -773,7 +803,7 @@ cdef class FlowTable:
         cdef int32_t best = -1, s
         for l in range(3):
             s = self.lhead[l]
-            if s >= 0 and (best < 0 or self.flows[s].last_ns < self.flows[best].last_ns):
+            if s >= 0 and (best < 0 or self.flows[s].touch_ns < self.flows[best].touch_ns):
                 best = s
         if best < 0:
             return -1
@@ -950,9 +980,18 @@ cdef class FlowTable:
             elif st == NS_NO_NAME:
                 self._give_up(f, NN_NO_HOST)
             elif st == NS_NOT_PROTO:
-                self._give_up(f, NN_UNKNOWN)
+                # Not HTTP: maybe SMTP/POP3/IMAP heading for STARTTLS (RFC 3207, 2595, 3501).
+                st = starttls_client_hello(s, n, self.scratch, SCRATCH_CAP, &info)
+                if st == NS_NOT_PROTO:
+                    self._give_up(f, NN_UNKNOWN)
+                else:
+                    f.mode = MODE_STARTTLS
+                    self._tls_result(f, st, &info, SRC_SNI, n, full)
             else:
                 self._give_up(f, NN_MALFORMED)
+        elif f.mode == MODE_STARTTLS:
+            st = starttls_client_hello(s, n, self.scratch, SCRATCH_CAP, &info)
+            self._tls_result(f, st, &info, SRC_SNI, n, full)
         else:
             # RFC 1035 4.2.2: a two-byte length prefixes each DNS message over TCP.
             if n < 2:
@@ -1016,25 +1055,32 @@ cdef class FlowTable:
         if rc == 1 and r.contig:
             self._parse_tcp(f, r.buf, r.contig, r.contig >= r.limit)
 
+    cdef int _dns_datagram(self, int64_t ts) noexcept nogil:
+        """Parse the UDP payload of self.pkt as DNS; store the A/AAAA answers of a response in
+        the association table.  Every shard runs this for every DNS datagram (owned or not), so
+        the association tables of all shards are identical."""
+        cdef packet_t* p = &self.pkt
+        cdef uint32_t i
+        cdef int st = dns_message(p.payload, p.payload_len, &self.dns)
+        if (st == NS_FOUND or st == NS_MALFORMED) and self.dns.is_response and self.dns_assoc \
+                and self.dns.name_len:
+            for i in range(self.dns.n_answers):
+                # The querier is the destination of the response.
+                self._assoc_put(p.dst, self.dns.answers[i].addr, self.dns.answers[i].ip_version,
+                                ts + <int64_t>self.dns.answers[i].ttl * 1000000000,
+                                self.dns.name, self.dns.name_len)
+            self.c.dns_answers_dropped += self.dns.n_answers_dropped
+        return st
+
     cdef void _udp_payload(self, flow_t* f, bint c2s, int64_t ts) noexcept nogil:
         cdef packet_t* p = &self.pkt
         cdef int st
         cdef uint32_t i
-        cdef const uint8_t* querier
         cdef const uint8_t* gname = NULL
         cdef uint32_t gname_len = 0
         if _is_dns_port(p.sport) or _is_dns_port(p.dport):
             f.mode = MODE_DNS_UDP
-            st = dns_message(p.payload, p.payload_len, &self.dns)
-            if (st == NS_FOUND or st == NS_MALFORMED) and self.dns.is_response and self.dns_assoc \
-                    and self.dns.name_len:
-                querier = p.dst
-                for i in range(self.dns.n_answers):
-                    self._assoc_put(querier, self.dns.answers[i].addr,
-                                    self.dns.answers[i].ip_version,
-                                    ts + <int64_t>self.dns.answers[i].ttl * 1000000000,
-                                    self.dns.name, self.dns.name_len)
-                self.c.dns_answers_dropped += self.dns.n_answers_dropped
+            st = self._dns_datagram(ts)
             if not f.name_done:
                 if st == NS_FOUND:
                     self._set_name(f, self.dns.name, self.dns.name_len, SRC_DNS_QUERY)
@@ -1121,7 +1167,7 @@ cdef class FlowTable:
             self.c.reasm_dropped += 1
             f.reasm.dropped = 0
         if grew and f.reasm.contig:
-            st = tls_client_hello(f.reasm.buf, f.reasm.contig, 0, self.scratch, SCRATCH_CAP, &info)
+            st = quic_crypto_hello(f.reasm.buf, f.reasm.contig, self.scratch, SCRATCH_CAP, &info)
             self._tls_result(f, st, &info, SRC_QUIC, f.reasm.contig,
                              f.reasm.contig >= f.reasm.limit)
         if not f.name_done and f.quic_tries >= QUIC_MAX_TRIES:
@@ -1164,9 +1210,10 @@ cdef class FlowTable:
         f.in_use = 1
         f.first_ns = ts
         f.last_ns = ts
-        f.flow_id = self.next_id
+        f.touch_ns = self.now_ns
+        f.born_ns = self.now_ns
+        f.flow_id = self.cur_frame
         f.capture_idx = self.cur_capture
-        self.next_id += 1
         self.fhash[s] = _flow_hash(p.src, p.sport, p.dst, p.dport, p.l4proto, p.vlan, p.ip_version)
         _index_insert(&self.fidx, self.fhash, s)
         f.lru_prev = -1
@@ -1219,9 +1266,13 @@ cdef class FlowTable:
         cdef bint c2s = True
         cdef flow_t* f
         cdef uint8_t fl
-        self.c.packets += 1
-        self.c.bytes += wirelen
+        self.cur_frame = self.frame_no
+        self.frame_no += 1
         if st != DS_OK and st != DS_UNSUPPORTED_L4:
+            if self.shard_index != 0:
+                return 0        # frames of no flow are counted by shard 0 only
+            self.c.packets += 1
+            self.c.bytes += wirelen
             if st == DS_TRUNCATED:
                 self.c.skipped_truncated += 1
             elif st == DS_MALFORMED:
@@ -1241,11 +1292,23 @@ cdef class FlowTable:
             p.payload_len = 0
         if ts > self.now_ns:
             self.now_ns = ts
-        if ts >= self.next_sweep_ns or ts < self.next_sweep_ns - 2 * self.sweep_every_ns:
-            # (the second test re-arms the sweep when capture time jumps backwards)
-            self._sweep(ts)
-            self.next_sweep_ns = ts + self.sweep_every_ns
+        if self.now_ns >= self.next_sweep_ns:
+            # Sweeps run on the table clock (the largest capture time so far, never backwards)
+            # and the lists are in clock order, so a sweep ends exactly the flows idle (or old)
+            # for longer than their timeout, whatever other flows the table holds: a shard of the
+            # flows sweeps its flows exactly as the whole table would.
+            self._sweep(self.now_ns)
+            self.next_sweep_ns = self.now_ns + self.sweep_every_ns
         h = _flow_hash(p.src, p.sport, p.dst, p.dport, p.l4proto, p.vlan, p.ip_version)
+        if self.shard_count > 1 and _shard_of(h, self.shard_count) != self.shard_index:
+            # Another shard's flow.  Its DNS answers still feed our association table: a flow of
+            # ours may be named by them.
+            if (p.l4proto == 17 and p.payload_len and self.dns_assoc
+                    and (_is_dns_port(p.sport) or _is_dns_port(p.dport))):
+                self._dns_datagram(ts)
+            return 0
+        self.c.packets += 1
+        self.c.bytes += wirelen
         s = self._lookup(h, &c2s)
         fl = p.tcp_flags if p.l4proto == 6 else 0
         if s >= 0:
@@ -1319,17 +1382,27 @@ cdef class FlowTable:
         return 0
 
     # -- Python API ---------------------------------------------------------------------------
-    def process_reader(self, CaptureReader reader not None, capture_name=None):
-        """Read every frame of ``reader`` into the table; returns the number of frames read.
+    def process_reader(self, CaptureReader reader not None, capture_name=None, Py_ssize_t max_frames=0):
+        """Read frames of ``reader`` into the table; returns the number of frames read.
 
-        ``capture_name`` (default: the table's) labels the flows created from this reader.
+        ``max_frames`` > 0 reads at most that many (fewer returned means the capture ended), so the
+        caller can ``take_records()`` between chunks; 0 reads everything.  ``capture_name``
+        (default: the table's) labels the flows created from this reader.
         """
-        cdef Py_ssize_t n, i, total = 0
+        cdef Py_ssize_t n, i, total = 0, want
         cdef frame_t* fr
+        if max_frames < 0:
+            raise ValueError("max_frames must be >= 0")
         if capture_name is not None:
             self._set_capture(capture_name)
         while True:
-            n = reader.fill(self.frames, BATCH)
+            want = BATCH
+            if max_frames:
+                if total >= max_frames:
+                    break
+                if max_frames - total < want:
+                    want = max_frames - total
+            n = reader.fill(self.frames, want)
             if n <= 0:
                 break
             total += n
@@ -1437,10 +1510,11 @@ cdef class FlowTable:
             "quic_initials": c.quic_initials, "quic_failed": c.quic_failed,
             "gquic_hellos": c.gquic_hellos,
             "reasm_dropped": c.reasm_dropped, "reasm_alloc_failed": c.reasm_alloc_failed,
-            "dns_answers_stored": c.dns_answers_stored,
-            "dns_answers_evicted": c.dns_answers_evicted,
-            "dns_answers_dropped": c.dns_answers_dropped,
-            "dns_assoc_entries": self.acount,
+            # Every shard keeps the same DNS association table: shard 0 alone reports it.
+            "dns_answers_stored": c.dns_answers_stored if self.shard_index == 0 else 0,
+            "dns_answers_evicted": c.dns_answers_evicted if self.shard_index == 0 else 0,
+            "dns_answers_dropped": c.dns_answers_dropped if self.shard_index == 0 else 0,
+            "dns_assoc_entries": self.acount if self.shard_index == 0 else 0,
             "alloc_failed": self.oom,
         }
 

@@ -101,7 +101,7 @@ RECORD_DTYPE = np.dtype([
 
 # (name, dtype, doc) in record order.  dtype "str" / "str?" (nullable) / "list" are Python columns.
 RECORD_FIELDS: tuple[tuple[str, str, str], ...] = (
-    ("flow_id", "int64", "sequence number of the flow in creation order within its FlowTable"),
+    ("flow_id", "int64", "0-based ordinal of the flow's first frame among the frames its FlowTable read; increasing in creation order; independent of sharding"),
     ("capture", "str", "capture_name given to the FlowTable / process_reader"),
     ("ts_start", "float64", "capture time of the first packet, seconds since the epoch"),
     ("ts_end", "float64", "capture time of the last packet, seconds since the epoch"),

@@ -1,0 +1,314 @@
+"""Classification over several processes on one machine (``clf.classify(paths, workers=N)``).
+
+Two ways to split the work, chosen by the number of captures:
+
+* **Many files** (at least as many captures as workers): one file per task, file ``i`` to worker
+  ``i % N``.  The parent reads the workers' streams in input order, so records come out capture by
+  capture exactly as with one worker.
+* **Few files** (one huge capture, or fewer captures than workers): every worker maps the same
+  capture and keeps the flows whose *symmetric* flow hash falls to it
+  (``FlowTable(shard_count=N, shard_index=k)``): each worker owns whole flows, both directions.
+  Frames of other shards still drive every shard's clock and their DNS responses still feed every
+  shard's DNS-answer table, so a shard's records are exactly the one-worker records of its flows.
+  Every worker reads the capture in the same chunks of frames (``classify.CHUNK_FRAMES``); the
+  parent merges the N records of chunk ``c`` on (``emitted_ns``, ``flow_id``), the order one
+  worker produces.  Streaming: at most a few chunks per worker are in flight (bounded queues).
+
+Records are the same as with one worker, in the same order, for any N, **provided no flow is
+evicted**: ``max_flows`` is a per-worker cap, so with eviction (a table full of flows) which flow is
+evicted, and hence the records, can depend on N.
+
+The compiled rule set reaches each worker once: the parent saves it to a temporary ``.kzr`` file
+that each worker loads when it starts (not once per task).  Verdicts are applied in the workers.
+Progress: workers add the capture bytes they read to a shared counter (in the sharded mode only
+shard 0 counts, so the total is the captures' size once); the parent reports the increments to the
+``progress`` callback while it waits.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue as queue_mod
+import shutil
+import tempfile
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from .flow.records import RecordBatch
+
+if TYPE_CHECKING:
+    from .classify import Classification
+
+__all__ = ["parallel_batches", "shard_batches", "merge_sorted", "take"]
+
+# Messages a worker can have queued before it waits for the parent: bounds memory.
+QUEUE_DEPTH = 4
+# Seconds between two looks at the progress counter and the workers' health while waiting.
+POLL_S = 0.2
+
+
+# ---------------------------------------------------------------------------------------------
+# Record batch helpers
+# ---------------------------------------------------------------------------------------------
+
+def _gather(arena: bytes, offs: np.ndarray, lens: np.ndarray) -> tuple[bytes, np.ndarray]:
+    """The arena slices in the given order, packed; returns (bytes, new offsets as uint32)."""
+    lens = lens.astype(np.int64)
+    new_off = np.zeros(len(lens), dtype=np.int64)
+    if len(lens) > 1:
+        np.cumsum(lens[:-1], out=new_off[1:])
+    total = int(lens.sum())
+    if total == 0:
+        return b"", np.zeros(len(lens), np.uint32)
+    src = np.frombuffer(arena, dtype=np.uint8)
+    idx = np.repeat(offs.astype(np.int64) - new_off, lens) + np.arange(total, dtype=np.int64)
+    return src[idx].tobytes(), new_off.astype(np.uint32)
+
+
+def take(batch: RecordBatch, order: np.ndarray) -> RecordBatch:
+    """A new batch with the records of ``batch`` in ``order`` (arenas repacked, verdicts kept)."""
+    arr = batch.array[order]
+    names, arr["name_off"] = _gather(batch._names, arr["name_off"], arr["name_len"])
+    alpn, arr["alpn_off"] = _gather(batch._alpn, arr["alpn_off"], arr["alpn_len"])
+    out = RecordBatch(arr, names, alpn, batch._captures)
+    if batch._verdicts:
+        idx = order.tolist()
+        out.set_verdicts(**{k: [v[i] for i in idx] for k, v in batch._verdicts.items()})
+    return out
+
+
+def merge_sorted(batches: Sequence[RecordBatch]) -> RecordBatch:
+    """Merge batches each sorted on (emitted_ns, flow_id) into one batch sorted on that key."""
+    batches = [b for b in batches if len(b)]
+    if not batches:
+        return RecordBatch()
+    if len(batches) == 1:
+        return batches[0]
+    both = RecordBatch.concat(batches)
+    arr = both.array
+    # lexsort is stable and flow_id is unique within a capture, so the order is total.
+    return take(both, np.lexsort((arr["flow_id"], arr["emitted_ns"])))
+
+
+# ---------------------------------------------------------------------------------------------
+# Worker side
+# ---------------------------------------------------------------------------------------------
+
+def shard_batches(clf: Any, path: str, shard_count: int = 1, shard_index: int = 0, *,
+                  match_client_ip: bool = False, flow_options: dict[str, Any] | None = None,
+                  chunk_frames: int | None = None, counters: dict[str, Any] | None = None,
+                  progress: Callable[[int], None] | None = None) -> Iterator[RecordBatch | None]:
+    """The records (with verdicts) of one shard of one capture, one item per chunk of frames:
+    a batch sorted on (emitted_ns, flow_id), or None for a chunk that finished no flow of the shard.
+
+    Every shard yields the same number of items (they read the same frames), which is what lets
+    the parent merge chunk by chunk.  ``counters`` receives the reader's and table's counters.
+    """
+    from . import classify
+    from ._build_check import import_compiled
+
+    capture = import_compiled("kzfilter.packet._capture")
+    table_mod = import_compiled("kzfilter.flow._table")
+    chunk = int(chunk_frames or classify.CHUNK_FRAMES)
+    reader = capture.CaptureReader(str(path))
+    table = table_mod.FlowTable(capture_name=str(path), shard_count=shard_count,
+                                shard_index=shard_index, **(flow_options or {}))
+    last = 0
+    try:
+        while True:
+            more = table.process_reader(reader, max_frames=chunk) == chunk
+            if progress is not None:
+                done = int(reader.counters.get("bytes_read", 0))
+                progress(done - last)
+                last = done
+            if not more:
+                table.flush()
+            batch = table.take_records()
+            yield classify.apply_verdicts(clf, batch, match_client_ip) if len(batch) else None
+            if not more:
+                break
+    finally:
+        if counters is not None:
+            counters.update(capture=dict(reader.counters), flows=dict(table.counters))
+        reader.close()
+
+
+def _worker(jobs: list[tuple[int, str, int, int]], kzr_path: str, match_client_ip: bool,
+            flow_options: dict[str, Any], chunk_frames: int, out: Any, progress: Any,
+            report_progress: bool) -> None:
+    """Run ``jobs`` (file index, path, shard_count, shard_index) and put messages on ``out``:
+    ``("chunk", file, batch or None)`` per chunk of frames, ``("end", file, counters)`` per job,
+    ``("error", file, exception)`` on failure (then stop)."""
+    from .match.classifier import Classifier
+
+    def add(n: int) -> None:
+        with progress.get_lock():
+            progress.value += n
+
+    file_idx = -1
+    try:
+        clf = Classifier.load(kzr_path)          # once per worker, not once per task
+        for file_idx, path, shard_count, shard_index in jobs:
+            counters: dict[str, Any] = {}
+            for batch in shard_batches(clf, path, shard_count, shard_index,
+                                       match_client_ip=match_client_ip, flow_options=flow_options,
+                                       chunk_frames=chunk_frames, counters=counters,
+                                       progress=add if report_progress else None):
+                out.put(("chunk", file_idx, batch))
+            out.put(("end", file_idx, counters))
+    except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
+        try:
+            import pickle
+
+            pickle.dumps(exc)
+            err: BaseException = exc
+        except Exception:  # an exception that does not pickle: send its text
+            err = RuntimeError(f"{type(exc).__name__}: {exc}")
+        out.put(("error", file_idx, err))
+
+
+# ---------------------------------------------------------------------------------------------
+# Parent side
+# ---------------------------------------------------------------------------------------------
+
+def _context() -> Any:
+    """``fork`` where it exists (fast start, nothing to re-import); ``KZFILTER_MP_START`` overrides."""
+    method = os.environ.get("KZFILTER_MP_START")
+    if not method:
+        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    return mp.get_context(method)
+
+
+class _Pool:
+    """The worker processes of one run, their queues, and the shared progress counter."""
+
+    def __init__(self, plans: list[list[tuple[int, str, int, int]]], kzr_path: str,
+                 result: "Classification", chunk_frames: int, progress_from: set[int]) -> None:
+        ctx = _context()
+        self.progress_value = ctx.Value("q", 0)
+        self.queues = [ctx.Queue(maxsize=QUEUE_DEPTH) for _ in plans]
+        self.procs = []
+        flow_options = dict(result.flow_options)
+        for k, jobs in enumerate(plans):
+            p = ctx.Process(target=_worker, name=f"kzfilter-worker-{k}", daemon=True,
+                            args=(jobs, kzr_path, result.match_client_ip, flow_options, chunk_frames,
+                                  self.queues[k], self.progress_value, k in progress_from))
+            p.start()
+            self.procs.append(p)
+        self.progress = result.progress
+        self.reported = 0
+
+    def _tick(self) -> None:
+        if self.progress is not None:
+            done = self.progress_value.value
+            if done > self.reported:
+                self.progress(done - self.reported)
+                self.reported = done
+
+    def get(self, k: int) -> tuple[str, int, Any]:
+        """The next message of worker k; raises its error, or RuntimeError if it died."""
+        q, proc = self.queues[k], self.procs[k]
+        while True:
+            try:
+                msg = q.get(timeout=POLL_S)
+            except queue_mod.Empty:
+                self._tick()
+                if not proc.is_alive():
+                    try:                 # a last message may have arrived as it exited
+                        msg = q.get(timeout=POLL_S)
+                    except queue_mod.Empty:
+                        raise RuntimeError(f"kzfilter worker {k} died (exit code {proc.exitcode})") from None
+                else:
+                    continue
+            self._tick()
+            if msg[0] == "error":
+                raise msg[2]
+            return msg
+
+    def close(self) -> None:
+        for p in self.procs:
+            if p.is_alive():
+                p.terminate()
+        for p in self.procs:
+            p.join(timeout=5)
+        for q in self.queues:
+            q.close()
+            q.cancel_join_thread()
+        self._tick()
+
+
+def _merge_file_counters(total: dict[str, Any], parts: list[dict[str, Any]]) -> None:
+    from .classify import _merge_counters
+
+    # Every shard read the same capture: its reader counters once; flow-table counters add up.
+    one = {"capture": parts[0]["capture"], "flows": {}}
+    for part in parts:
+        _merge_counters(one["flows"], part["flows"])
+    _merge_counters(total, one)
+
+
+def parallel_batches(result: "Classification", workers: int,
+                     shard: bool | None = None) -> Iterator[RecordBatch]:
+    """Yield the batches of ``result`` (a Classification) computed by ``workers`` processes.
+
+    Same records and order as ``workers=1`` (see the module docstring); sets ``result.counters``.
+    ``shard`` forces (True) or forbids (False) splitting each capture by flow; None (default):
+    split only when there are fewer captures than workers.
+    """
+    from . import classify
+
+    if workers < 1:
+        raise ValueError("workers must be >= 1")
+    paths = [str(p) for p in result.paths]
+    for p in paths:                      # fail early and clearly, before any process starts
+        if not os.path.exists(p):
+            raise FileNotFoundError(f"no such capture: {p}")
+    chunk_frames = int(classify.CHUNK_FRAMES)
+    sharded = len(paths) < workers if shard is None else bool(shard)
+    if sharded:
+        plans = [[(i, p, workers, k) for i, p in enumerate(paths)] for k in range(workers)]
+        progress_from = {0}
+    else:
+        workers = min(workers, len(paths))
+        plans = [[(i, p, 1, 0) for i, p in enumerate(paths) if i % workers == k] for k in range(workers)]
+        progress_from = set(range(workers))
+    tmp = tempfile.mkdtemp(prefix="kzfilter-")
+    kzr_path = os.path.join(tmp, "rules.kzr")
+    result.clf.save(kzr_path)
+    result.counters = {}
+    pool = _Pool(plans, kzr_path, result, chunk_frames, progress_from)
+    try:
+        for i in range(len(paths)):
+            if sharded:
+                yield from _sharded_file(pool, i, result.counters)
+            else:
+                k = i % workers
+                while True:
+                    kind, idx, payload = pool.get(k)
+                    if idx != i:
+                        raise RuntimeError(f"kzfilter worker {k}: message for file {idx}, expected {i}")
+                    if kind == "end":
+                        _merge_file_counters(result.counters, [payload])
+                        break
+                    if payload is not None:
+                        yield payload
+    finally:
+        pool.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _sharded_file(pool: _Pool, i: int, counters: dict[str, Any]) -> Iterator[RecordBatch]:
+    """One capture read by every worker, each keeping its shard: merge chunk by chunk."""
+    n = len(pool.procs)
+    while True:
+        msgs = [pool.get(k) for k in range(n)]
+        kinds = {m[0] for m in msgs}
+        if any(m[1] != i for m in msgs) or len(kinds) != 1:
+            raise RuntimeError(f"kzfilter workers out of step on file {i}: {[m[:2] for m in msgs]}")
+        if kinds == {"end"}:
+            _merge_file_counters(counters, [m[2] for m in msgs])
+            return
+        merged = merge_sorted([m[2] for m in msgs if m[2] is not None])
+        if len(merged):
+            yield merged

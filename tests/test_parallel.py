@@ -1,0 +1,279 @@
+"""Several processes give exactly the one-process records (kzfilter.parallel, FlowTable sharding).
+
+References: the one-process pipeline (``workers=1``), and for the shard property the unsharded
+FlowTable fed the same frames.  Real captures: every nDPI capture, the demo capture, and a
+synthetic capture written by tools/gen_captures.py; all without eviction (``max_flows`` is per
+worker, so eviction may legitimately differ).
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kzfilter import classify as classify_mod
+from kzfilter.errors import CaptureError
+from kzfilter.flow._table import FlowTable
+from kzfilter.flow.records import RecordBatch
+from kzfilter.parallel import merge_sorted, parallel_batches
+from kzfilter.rules.loaders import load_rules
+from tests.conftest import shared_path
+from tests.flow.frames import ACK, FIN, NS, RST, SYN, dns_message, tcp, udp
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "pcaps" / "demo.pcapng"
+FAST = dict(idle_timeout=0.01, udp_idle_timeout=0.01, close_grace=0.002, sweep_interval=0.001)
+
+
+@pytest.fixture(scope="module")
+def clf():
+    return load_rules(str(REPO / "pcaps" / "demo-blocklist.csv"), str(REPO / "pcaps" / "demo-vpn.netset"),
+                      str(REPO / "pcaps" / "demo-exceptions.txt")).compile()
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> Path:
+    sys.path.insert(0, str(REPO / "tools"))
+    import gen_captures
+
+    path = tmp_path_factory.mktemp("syn") / "synthetic.pcap"
+    gen_captures.write_synthetic(str(path), 12000, concurrent=300)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ndpi() -> list[Path]:
+    root = shared_path("pcaps", "ndpi")
+    paths = sorted(p for p in root.iterdir() if ".pcap" in p.name)
+    assert len(paths) > 100
+    return paths
+
+
+def _frame(result) -> pd.DataFrame:
+    return result.to_pandas()
+
+
+def _run(clf, paths, workers, shard=None, **options):
+    result = clf.classify(paths, workers=workers, **options)
+    if shard is None:
+        batches = list(result.batches())
+    else:
+        batches = list(parallel_batches(result, workers, shard=shard))
+    return RecordBatch.concat(batches).to_pandas(), result.counters
+
+
+def _assert_same(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    assert len(a) == len(b)
+    pd.testing.assert_frame_equal(a, b)
+
+
+# -- processes on real captures ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ndpi_clf(tmp_path_factory):
+    """Domains that occur in the nDPI captures, so that verdicts are part of the comparison."""
+    path = tmp_path_factory.mktemp("rules") / "domains.txt"
+    path.write_text("google.com\nfacebook.com\nntop.org\ngithub.com\nwhatsapp.net\n")
+    return load_rules(str(path)).compile()
+
+
+def test_many_files_and_sharded_equal_one_worker_on_ndpi(ndpi_clf, ndpi):
+    clf = ndpi_clf
+    ref, ref_counters = _run(clf, ndpi, 1)
+    assert len(ref) > 1000 and ref["action"].notna().any()
+    for workers, shard in ((2, None), (3, None), (2, True)):
+        got, counters = _run(clf, ndpi, workers, shard)
+        _assert_same(ref, got)
+        assert counters == ref_counters, (workers, shard)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_one_capture_split_by_flow_demo(clf, workers):
+    ref, ref_counters = _run(clf, [DEMO], 1)
+    # The demo has a flow named only by an earlier DNS answer: the cross-shard case.
+    assert "dns-answer" in set(ref["name_source"]) and (ref["action"] == "block").any()
+    got, counters = _run(clf, [DEMO], workers)
+    _assert_same(ref, got)
+    assert counters == ref_counters
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_synthetic_in_many_chunks(clf, synthetic, monkeypatch, workers):
+    # Small chunks: every worker hands over records many times; the chunk-wise merge must still
+    # give the one-worker order exactly.
+    # The synthetic capture spans 0.1 s: short timeouts make flows finish all along it.
+    monkeypatch.setattr(classify_mod, "CHUNK_FRAMES", 1000)
+    ref, ref_counters = _run(clf, [synthetic], 1, **FAST)
+    chunks = list(clf.classify([synthetic], **FAST).batches())
+    assert len(chunks) > 5 and len(ref) > 300 and ref["flow_id"].is_unique
+    assert {"idle", "fin", "end-of-capture"} <= set(ref["end_reason"])
+    got, counters = _run(clf, [synthetic], workers, **FAST)
+    _assert_same(ref, got)
+    assert counters == ref_counters
+    # Two captures with three workers: still split by flow, capture after capture.
+    ref2, _ = _run(clf, [synthetic, DEMO], 1, **FAST)
+    got2, _ = _run(clf, [synthetic, DEMO], 3, **FAST)
+    _assert_same(ref2, got2)
+
+
+def test_progress_counts_each_byte_once(clf, synthetic):
+    size = synthetic.stat().st_size + DEMO.stat().st_size
+    for workers, paths in ((1, [synthetic, DEMO]), (2, [synthetic, DEMO]), (3, [synthetic])):
+        seen: list[int] = []
+        list(clf.classify(paths, workers=workers, progress=seen.append).batches())
+        expected = size if len(paths) == 2 else synthetic.stat().st_size
+        assert sum(seen) == expected and min(seen) >= 0, workers
+
+
+def test_rules_loaded_once_per_worker(clf, tmp_path, monkeypatch):
+    if mp.get_start_method(allow_none=True) not in (None, "fork"):
+        pytest.fail("this test inherits a patched Classifier.load through fork")
+    from kzfilter.match.classifier import Classifier
+
+    log = tmp_path / "loads"
+    original = Classifier.load.__func__
+
+    def counting_load(cls, path):
+        with open(log, "a") as fh:
+            fh.write("x\n")
+        return original(cls, path)
+
+    monkeypatch.setattr(Classifier, "load", classmethod(counting_load))
+    monkeypatch.setenv("KZFILTER_MP_START", "fork")
+    list(clf.classify([DEMO] * 6, workers=2).batches())
+    assert log.read_text().count("x") == 2
+
+
+def test_errors_reach_the_parent(clf, tmp_path):
+    bad = tmp_path / "bad.pcap"
+    bad.write_bytes(b"\x00" * 64)
+    for workers in (1, 2, 3):
+        with pytest.raises(CaptureError, match="not a pcap"):
+            list(clf.classify([DEMO, bad], workers=workers).batches())
+    with pytest.raises(FileNotFoundError):
+        list(clf.classify([DEMO, tmp_path / "missing.pcap"], workers=2).batches())
+    assert mp.active_children() == []
+
+
+def test_stopping_early_ends_the_workers(clf, synthetic, monkeypatch):
+    monkeypatch.setattr(classify_mod, "CHUNK_FRAMES", 500)
+    gen = clf.classify([synthetic], workers=2).batches()
+    first = next(gen)
+    assert len(first) > 0
+    gen.close()
+    assert mp.active_children() == []
+
+
+# -- the shard property on the flow table (no processes) -------------------------------------------
+
+def _records(frames, **options) -> pd.DataFrame:
+    table = FlowTable(**options)
+    table.process_frames(frames)
+    table.flush()
+    return table.take_records(), table.counters
+
+
+def _sharded(frames, n, **options):
+    batches, counters = [], []
+    for k in range(n):
+        b, c = _records(frames, shard_count=n, shard_index=k, **options)
+        batches.append(b)
+        counters.append(c)
+    total: dict[str, int] = {}
+    for c in counters:
+        for key, v in c.items():
+            total[key] = total.get(key, 0) + v
+    return batches, total
+
+
+CLIENTS = ["100.64.0.1", "100.64.0.2", "2001:db8::1"]
+SERVERS = ["192.0.2.1", "192.0.2.2", "198.51.100.7", "2001:db8::53"]
+
+
+@st.composite
+def traffic(draw):
+    """A few flows (TCP/UDP, both directions, closes), DNS answers naming servers, time jumps
+    forwards past the timeouts and backwards."""
+    n = draw(st.integers(1, 40))
+    frames, t = [], 0
+    for _ in range(n):
+        # Capture time also jumps backwards now and then (real captures do: nDPI steam.pcapng).
+        t += draw(st.sampled_from([0, 1, 1000, NS, 50 * NS, 200 * NS, -30 * NS]))
+        ci = draw(st.integers(0, len(CLIENTS) - 1))
+        c = CLIENTS[ci]
+        v6 = ":" in c
+        servers = [s for s in SERVERS if (":" in s) == v6]
+        s = draw(st.sampled_from(servers))
+        cp = draw(st.sampled_from([40000, 40001, 40002]))
+        kind = draw(st.sampled_from(["syn", "synack", "data", "fin", "rst", "udp", "dns"]))
+        back = draw(st.booleans())
+        if kind == "dns":
+            ans = draw(st.sampled_from(servers))
+            payload = dns_message("named.example", [(ans, draw(st.sampled_from([1, 300])))], response=True)
+            frames.append((t, udp("8.8.8.8" if not v6 else "2001:db8::8", 53, c, 5353 if back else 33000, payload)))
+            continue
+        if kind == "udp":
+            ends = (s, 443, c, cp) if back else (c, cp, s, 443)
+            frames.append((t, udp(*ends, b"\xc0" + b"x" * 20)))
+            continue
+        flags = {"syn": SYN, "synack": SYN | ACK, "data": ACK, "fin": FIN | ACK, "rst": RST}[kind]
+        payload = b"GET / HTTP/1.1\r\nHost: h.example\r\n\r\n" if kind == "data" and not back else b""
+        if back:
+            frames.append((t, tcp(s, 443, c, cp, flags, 5000, 1001, payload)))
+        else:
+            frames.append((t, tcp(c, cp, s, 443, flags, 1000, 5001, payload)))
+    return frames
+
+
+@settings(max_examples=150, deadline=None)
+@given(traffic(), st.integers(2, 4))
+def test_shards_partition_the_flows_exactly(frames, n):
+    options = dict(idle_timeout=100.0, udp_idle_timeout=60.0, sweep_interval=1.0)
+    ref, ref_counters = _records(frames, **options)
+    shards, total = _sharded(frames, n, **options)
+    # Disjoint flow sets whose union is the whole; merged on (emitted_ns, flow_id): identical.
+    ids = [set(b.array["flow_id"].tolist()) for b in shards]
+    assert sum(len(s) for s in ids) == len(ref)
+    pd.testing.assert_frame_equal(merge_sorted(shards).to_pandas(), ref.to_pandas())
+    assert total == ref_counters
+
+
+def test_dns_answer_from_another_shard():
+    # A DNS response (flow A) names server S for client C; a later TCP flow C -> S (flow B) has
+    # no name of its own.  Pick ports so that A and B fall to different shards.
+    c, s = "100.64.0.9", "192.0.2.77"
+    answer = udp("8.8.8.8", 53, c, 33000, dns_message("blocked.example", [(s, 300)], response=True))
+    for cport in range(40000, 40100):
+        frames = [(0, answer), (NS, tcp(c, cport, s, 443, SYN, 1000))]
+        shards, _ = _sharded(frames, 2)
+        owner = [int(len(b) and (b.array["server_port"] == 443).any()) for b in shards]
+        dns_owner = [int(len(b) and (b.array["server_port"] == 33000).any()) for b in shards]
+        if owner != dns_owner:
+            break
+    else:
+        pytest.fail("no port put the two flows in different shards")
+    k = owner.index(1)
+    rec = [r for r in shards[k] if r.server_port == 443][0]
+    assert rec.name == "blocked.example" and rec.name_source == "dns-answer"
+
+
+def test_flow_id_is_the_first_frame_ordinal():
+    frames = [(0, udp("10.0.0.1", 1, "10.0.0.2", 2, b"x")), (1, b"\x00" * 5),  # a broken frame
+              (2, udp("10.0.0.2", 2, "10.0.0.1", 1, b"y")), (3, udp("10.0.0.3", 1, "10.0.0.2", 2, b"z"))]
+    ref, _ = _records(frames)
+    assert sorted(ref.array["flow_id"].tolist()) == [0, 3]
+    for n in (2, 3):
+        shards, _ = _sharded(frames, n)
+        assert sorted(np.concatenate([b.array["flow_id"] for b in shards]).tolist()) == [0, 3]
+
+
+def test_shard_options_are_checked():
+    for bad in (dict(shard_count=0), dict(shard_count=2, shard_index=2), dict(shard_index=-1)):
+        with pytest.raises((ValueError, OverflowError)):
+            FlowTable(**bad)
