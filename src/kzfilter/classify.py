@@ -243,11 +243,10 @@ def run_classify_cli(clf: "Classifier", args: Any, out: Any) -> int:
     """``kzfilter classify``: stream records to the chosen writer, progress on a terminal, summary."""
     import sys
 
-    from .output import Summary, open_writer
+    from .output import BINARY_FORMATS, Summary, open_writer
 
-    show_progress = not args.quiet and sys.stderr.isatty()
     bar = None
-    if show_progress:
+    if not args.quiet and sys.stderr.isatty():
         from tqdm import tqdm
 
         total = sum(Path(p).stat().st_size for p in args.capture)
@@ -255,9 +254,12 @@ def run_classify_cli(clf: "Classifier", args: Any, out: Any) -> int:
     result = Classification(clf, args.capture, match_client_ip=args.match_client_ip,
                             workers=getattr(args, "workers", 1), progress=bar.update if bar else None)
     fh = None
-    if args.format != "parquet" and args.output:
-        fh = open(args.output, "w", encoding="utf-8", newline="")
-    writer = open_writer(args.format, fh if fh is not None else out, args.output)
+    if args.format in BINARY_FORMATS:
+        writer = open_writer(args.format, None, args.output, partition_by=getattr(args, "partition_by", None))
+    else:
+        if args.output:
+            fh = open(args.output, "w", encoding="utf-8", newline="")
+        writer = open_writer(args.format, fh if fh is not None else out)
     summary = Summary()
     try:
         for batch in result.batches():

@@ -99,35 +99,6 @@ def _workers(text: str) -> int:
     return n
 
 
-def _run_to_path(clf, args: argparse.Namespace) -> int:
-    """classify into Parquet / Arrow (one file, or a partitioned directory): progress and summary
-    as ``run_classify_cli`` does for the text formats."""
-    from .classify import Classification
-    from .output import Summary, open_writer
-
-    bar = None
-    if not args.quiet and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        total = sum(Path(p).stat().st_size for p in args.capture)
-        bar = tqdm(total=total, unit="B", unit_scale=True, desc="kzfilter", file=sys.stderr)
-    result = Classification(clf, args.capture, match_client_ip=args.match_client_ip,
-                            workers=args.workers, progress=bar.update if bar else None)
-    writer = open_writer(args.format, None, args.output, partition_by=args.partition_by)
-    summary = Summary()
-    try:
-        for batch in result.batches():
-            writer.write(batch)
-            summary.add(batch)
-    finally:
-        writer.close()
-        if bar is not None:
-            bar.close()
-    if not args.quiet:
-        print(summary.render(result.counters), file=sys.stderr)
-    return 0
-
-
 def _cmd_classify(args: argparse.Namespace, out: TextIO) -> int:
     from .classify import run_classify_cli
     from .output import BINARY_FORMATS
@@ -137,8 +108,6 @@ def _cmd_classify(args: argparse.Namespace, out: TextIO) -> int:
     if args.partition_by and args.format not in BINARY_FORMATS:
         raise KzfilterError("--partition-by needs --format parquet or arrow")
     clf = _load_classifier(args.rules, strict=not args.lenient)
-    if args.format in BINARY_FORMATS:
-        return _run_to_path(clf, args)
     return run_classify_cli(clf, args, out)
 
 
