@@ -1473,20 +1473,32 @@ cdef class FlowTable:
         Order: by emission time (capture time of the packet or flush that ended the flow), ties
         by flow_id.
         """
-        cdef size_t n = self.n_recs
-        arr = np.empty(n, dtype=RECORD_DTYPE)
+        cdef size_t n = self.n_recs, i
         cdef unsigned char[::1] view
+        cdef const int64_t[::1] order_view
+        cdef rec_t* dst
+        keys = np.empty((2, n), dtype=np.int64)
+        cdef int64_t[:, ::1] kv = keys
+        for i in range(n):
+            kv[0, i] = self.recs[i].flow_id
+            kv[1, i] = self.recs[i].emitted_ns
+        arr = np.empty(n, dtype=RECORD_DTYPE)
         if n:
+            # Records in (emitted_ns, flow_id) order.  The gather is a C loop of memcpy: numpy's
+            # fancy indexing of a 168-byte structured dtype cost ~1 s per million records.
+            order = np.lexsort(keys).astype(np.int64)
+            order_view = order
             view = arr.view(np.uint8)
-            memcpy(&view[0], self.recs, n * sizeof(rec_t))
+            dst = <rec_t*>&view[0]
+            with nogil:
+                for i in range(n):
+                    memcpy(&dst[i], &self.recs[order_view[i]], sizeof(rec_t))
         names = PyBytes_FromStringAndSize(<char*>self.arena, self.arena_len) if self.arena_len else b""
         alpn = PyBytes_FromStringAndSize(<char*>self.alpn_arena, self.alpn_len) if self.alpn_len else b""
         self.n_recs = 0
         self.arena_len = 0
         self.alpn_len = 0
         if n:
-            order = np.lexsort((arr["flow_id"], arr["emitted_ns"]))
-            arr = arr[order]
             names = _repack(arr, names, "name_off", "name_len")
             alpn = _repack(arr, alpn, "alpn_off", "alpn_len")
         return RecordBatch(arr, names, alpn, list(self.captures))
