@@ -144,8 +144,10 @@ class Classification:
         self.counters = {}
         for path in self.paths:
             counters: dict[str, Any] = {}
-            yield from classify_file(self.clf, path, self.match_client_ip, self.flow_options,
-                                     self.progress, counters)
+            for batch in classify_file(self.clf, path, self.match_client_ip, self.flow_options,
+                                       self.progress, counters):
+                if batch is not None:
+                    yield batch
             _merge_counters(self.counters, counters)
 
     def __iter__(self) -> Iterator[Any]:
@@ -183,18 +185,24 @@ def _merge_counters(total: dict[str, Any], new: dict[str, Any]) -> None:
 
 def classify_file(clf: "Classifier", path: PathLike, match_client_ip: bool, flow_options: dict[str, Any],
                   progress: Callable[[int], None] | None = None, counters: dict[str, Any] | None = None,
-                  ) -> Iterator[RecordBatch]:
-    """Yield batches with verdicts for one capture, a chunk of frames at a time.
+                  *, shard_count: int = 1, shard_index: int = 0, chunk_frames: int | None = None,
+                  keep_empty: bool = False) -> Iterator[RecordBatch | None]:
+    """Yield batches with verdicts for one capture (or one flow-hash shard of it), a chunk of frames
+    at a time.
 
     ``counters`` (if given) receives the capture reader's and the flow table's counters at the end.
+    With ``keep_empty`` a chunk that finished no flow yields None, so that every shard of a capture
+    yields the same number of items (what lets ``kzfilter.parallel`` merge shards chunk by chunk).
     """
+    chunk = int(chunk_frames or CHUNK_FRAMES)
     reader = _capture.CaptureReader(str(path))
-    table = _table.FlowTable(capture_name=str(path), **flow_options)
+    table = _table.FlowTable(capture_name=str(path), shard_count=shard_count, shard_index=shard_index,
+                             **flow_options)
     last = 0
     try:
         while True:
             # process_reader returns the frames it read; fewer than asked means the capture ended.
-            more = table.process_reader(reader, max_frames=CHUNK_FRAMES) == CHUNK_FRAMES
+            more = table.process_reader(reader, max_frames=chunk) == chunk
             if progress is not None:
                 done = int(reader.counters.get("bytes_read", 0))
                 progress(done - last)
@@ -204,6 +212,8 @@ def classify_file(clf: "Classifier", path: PathLike, match_client_ip: bool, flow
             batch = table.take_records()
             if len(batch):
                 yield apply_verdicts(clf, batch, match_client_ip)
+            elif keep_empty:
+                yield None
             if not more:
                 break
     finally:

@@ -105,33 +105,11 @@ def shard_batches(clf: Any, path: str, shard_count: int = 1, shard_index: int = 
     Every shard yields the same number of items (they read the same frames), which is what lets
     the parent merge chunk by chunk.  ``counters`` receives the reader's and table's counters.
     """
-    from . import classify
-    from ._build_check import import_compiled
+    from .classify import classify_file
 
-    capture = import_compiled("kzfilter.packet._capture")
-    table_mod = import_compiled("kzfilter.flow._table")
-    chunk = int(chunk_frames or classify.CHUNK_FRAMES)
-    reader = capture.CaptureReader(str(path))
-    table = table_mod.FlowTable(capture_name=str(path), shard_count=shard_count,
-                                shard_index=shard_index, **(flow_options or {}))
-    last = 0
-    try:
-        while True:
-            more = table.process_reader(reader, max_frames=chunk) == chunk
-            if progress is not None:
-                done = int(reader.counters.get("bytes_read", 0))
-                progress(done - last)
-                last = done
-            if not more:
-                table.flush()
-            batch = table.take_records()
-            yield classify.apply_verdicts(clf, batch, match_client_ip) if len(batch) else None
-            if not more:
-                break
-    finally:
-        if counters is not None:
-            counters.update(capture=dict(reader.counters), flows=dict(table.counters))
-        reader.close()
+    return classify_file(clf, path, match_client_ip, flow_options or {}, progress, counters,
+                         shard_count=shard_count, shard_index=shard_index,
+                         chunk_frames=chunk_frames, keep_empty=True)
 
 
 def _worker(jobs: list[tuple[int, str, int, int]], kzr_path: str, match_client_ip: bool,
