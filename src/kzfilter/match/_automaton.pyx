@@ -77,54 +77,60 @@ cdef inline bint _is_space(uint8_t c) noexcept nogil:
     return c == 32 or (9 <= c <= 13) or (28 <= c <= 31)
 
 
+cdef inline bint _has_non_ascii(const uint8_t* s, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        if s[i] >= 0x80:
+            return True
+    return False
+
+
 cdef int normalize_reversed(const uint8_t* s, Py_ssize_t n, uint8_t* out,
                             Py_ssize_t* out_len) noexcept nogil:
     """Normalise name s[0:n] into symbols, reversed, in out (>= MAX_NAME_LENGTH bytes); return a status.
 
     Same steps as normalize_name: strip white space, strip one ":port" (a single colon followed by
     1-5 digits to the end; an IPv6 literal has several colons), strip one trailing dot, lower-case,
-    then check lengths (RFC 1035 section 2.3.4) and characters.
+    then check lengths (RFC 1035 section 2.3.4) and characters.  One pass over the name: a port is
+    recognised from the end, and any other colon is an invalid character anyway, so "exactly one
+    colon" needs no count.  A byte >= 0x80 anywhere makes the status NON_ASCII (Python's IDNA step
+    decides), also when an invalid character was met first.
     """
-    cdef Py_ssize_t i, b = 0, e = n, colon = -1, ncolon = 0, k = 0, label = 0
+    cdef Py_ssize_t i, b = 0, e = n, k = 0, label = 0, d
     cdef uint8_t c
-    for i in range(n):   # white space holds no ':', so counting before the strip is the same
-        if s[i] >= 0x80:
-            return ST_NON_ASCII
-        if s[i] == 58:  # ':'
-            ncolon += 1
-            colon = i
     while b < e and _is_space(s[b]):
         b += 1
     while e > b and _is_space(s[e - 1]):
         e -= 1
-    if ncolon == 1 and 1 <= e - colon - 1 <= 5:
-        i = colon + 1
-        while i < e and 48 <= s[i] <= 57:
-            i += 1
-        if i == e:
-            e = colon
+    # ":port" at the end: 1-5 digits after a colon (white space holds no ':' or digit)
+    d = e
+    while d > b and e - d <= 5 and 48 <= s[d - 1] <= 57:
+        d -= 1
+    if d < e and d > b and s[d - 1] == 58 and e - d <= 5:
+        e = d - 1
     if e > b and s[e - 1] == 46:  # one trailing '.' (the root label)
         e -= 1
     if e == b or e - b > MAX_NAME_LENGTH:
-        return ST_INVALID
+        return ST_NON_ASCII if _has_non_ascii(s, n) else ST_INVALID
     i = e
     while i > b:
         i -= 1
         c = SYM[s[i]]
         if c == SYM_BAD:
-            return ST_INVALID
+            return ST_NON_ASCII if _has_non_ascii(s, n) else ST_INVALID
         if c == SYM_DOT:
             if label == 0:
-                return ST_INVALID
+                return ST_NON_ASCII if _has_non_ascii(s, n) else ST_INVALID
             label = 0
         else:
             label += 1
             if label > MAX_LABEL_LENGTH:
-                return ST_INVALID
+                return ST_NON_ASCII if _has_non_ascii(s, n) else ST_INVALID
         out[k] = c
         k += 1
     if label == 0:
-        return ST_INVALID
+        return ST_NON_ASCII if _has_non_ascii(s, n) else ST_INVALID
+    # (what was stripped, white space, a port, a dot, is ASCII: no byte >= 0x80 was left unseen)
     out_len[0] = k
     return ST_OK
 

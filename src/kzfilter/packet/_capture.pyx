@@ -119,7 +119,29 @@ ctypedef struct cap_state_t:
     uint64_t unknown_iface
     uint64_t over_snaplen
     size_t peak_cap
+    size_t released       # mapped files: bytes [0, released) handed back to the kernel
     frame_t iter_frames[ITER_BATCH]
+
+
+# Mapped captures: every page read stays in the process's RSS until unmapped, so RSS would grow
+# with the capture.  The pages behind the read position (no frame of an earlier batch is valid any
+# more: see fill) are handed back every RELEASE_BYTES; they stay in the page cache, and touching
+# them again re-reads the file, so this is safe even for a caller that keeps an old pointer.
+cdef enum:
+    RELEASE_BYTES = 32 << 20
+
+
+cdef int _release_mapped(CaptureReader self, cap_state_t* st) except -1:
+    import mmap
+    if not hasattr(mmap, "MADV_DONTNEED"):
+        st.released = st.pos
+        return 0
+    cdef size_t page = mmap.PAGESIZE
+    cdef size_t upto = (st.pos // page) * page
+    if upto > st.released:
+        self._io.mm.madvise(mmap.MADV_DONTNEED, st.released, upto - st.released)
+        st.released = upto
+    return 0
 
 
 cdef inline uint16_t rd16(const uint8_t* p, int be) noexcept nogil:
@@ -335,6 +357,8 @@ cdef _open_input(CaptureReader self):
         except (OSError, ValueError):
             mm = None
         if mm is not None:
+            if hasattr(mmap, "MADV_SEQUENTIAL"):
+                mm.madvise(mmap.MADV_SEQUENTIAL)   # read-ahead: the file is read once, in order
             io.mm = mm
             io.mv = memoryview(mm)
             view = io.mv
@@ -851,6 +875,8 @@ cdef class CaptureReader:
             raise ValueError("fill() needs room for at least one frame")
         if st.done or st.closed or st.fmt == 0:     # fmt 0: __init__ never ran or failed
             return 0
+        if st.mapped and st.pos - st.released >= RELEASE_BYTES:
+            _release_mapped(self, st)
         while n < max_frames:
             if st.fmt == FMT_PCAP:
                 r = _step_pcap(self, &frames[n], n)
