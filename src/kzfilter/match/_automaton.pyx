@@ -145,8 +145,23 @@ cdef inline int32_t _better(const uint64_t* prio, int32_t best, int32_t r) noexc
 
 
 cdef extern from *:
-    # GCC/Clang builtins: population count; start loading a cache line without waiting for it.
-    int _popcount "__builtin_popcountll"(unsigned long long x) noexcept nogil
+    """
+    /* Population count: the POPCNT instruction where the build targets it (setup.py adds -mpopcnt
+       on x86-64), else a branch-free SWAR count; never libgcc's out-of-line __popcountdi2, which
+       took a fifth of the name-matching time. */
+    static inline int kz_popcount64(unsigned long long x) {
+    #if defined(__POPCNT__) || defined(__ARM_NEON) || defined(__aarch64__)
+        return __builtin_popcountll(x);
+    #else
+        x = x - ((x >> 1) & 0x5555555555555555ULL);
+        x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
+        x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0FULL;
+        return (int)((x * 0x0101010101010101ULL) >> 56);
+    #endif
+    }
+    """
+    # population count; start loading a cache line without waiting for it (GCC/Clang builtin)
+    int _popcount "kz_popcount64"(unsigned long long x) noexcept nogil
     void _prefetch "__builtin_prefetch"(const void* p) noexcept nogil
 
 
