@@ -469,7 +469,11 @@ def ref_http_host(s: bytes):
         return NS_NOT_PROTO, None
     for line in lines[1:]:
         if line[:5].lower() == b"host:" and line[5:].strip(b" \t"):
-            return NS_FOUND, line[5:].strip(b" \t")
+            value = line[5:].strip(b" \t")
+            # RFC 9110 5.5: control bytes other than HTAB make the field value invalid
+            if any((c < 32 and c != 9) or c == 127 for c in value):
+                return NS_MALFORMED, None
+            return NS_FOUND, value
     return NS_NO_NAME, None
 
 

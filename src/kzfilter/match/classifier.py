@@ -328,6 +328,11 @@ class Classifier:
             if addrs.ndim == 2 and addrs.shape[1] == 16 and addrs.dtype == np.uint8:
                 ids = self._ips.lookup_v6(np.ascontiguousarray(addrs))
             elif addrs.ndim == 1 and addrs.dtype.kind in "ui":
+                # An integer array is IPv4: a value outside 0..2**32-1 is refused, never wrapped
+                # (a cast would turn -1 into 255.255.255.255).
+                if addrs.dtype != np.uint32 and len(addrs) and (addrs.min() < 0 or addrs.max() > 0xFFFFFFFF):
+                    raise InvalidAddressError("an integer address array holds values outside the IPv4 "
+                                              "range 0..2**32-1 (use a (n, 16) uint8 array for IPv6)")
                 ids = self._ips.lookup_v4(np.ascontiguousarray(addrs, dtype=np.uint32))
             else:
                 raise TypeError("match_ips takes uint32[n] (IPv4) or uint8[n, 16] (IPv6) arrays, or a list")
@@ -441,7 +446,10 @@ def _parse_address(addr: AddressLike) -> ipaddress.IPv4Address | ipaddress.IPv6A
         return addr
     if isinstance(addr, (int, np.integer)):
         value = int(addr)
-        return ipaddress.IPv4Address(value) if value < 2**32 else ipaddress.IPv6Address(value)
+        try:
+            return ipaddress.IPv4Address(value) if 0 <= value < 2**32 else ipaddress.IPv6Address(value)
+        except ValueError as exc:
+            raise InvalidAddressError(f"{value} is not an IP address ({exc})") from None
     text = addr.decode() if isinstance(addr, bytes) else str(addr)
     try:
         return ipaddress.ip_address(text.strip().strip("[]"))

@@ -544,7 +544,7 @@ cdef inline uint8_t _lower(uint8_t c) noexcept nogil:
 
 
 cdef int http_host(const uint8_t* stream, uint32_t length, name_ref_t* out) noexcept nogil:
-    cdef uint32_t mlen = 0, p, lim, ls, le, a, b
+    cdef uint32_t mlen = 0, p, lim, ls, le, a, b, q
     cdef const char* ver = b"HTTP/1."
     cdef int st, k
     out.name = NULL
@@ -605,6 +605,12 @@ cdef int http_host(const uint8_t* stream, uint32_t length, name_ref_t* out) noex
             while b > a and (stream[b - 1] == 32 or stream[b - 1] == 9):
                 b -= 1
             if b > a:
+                # RFC 9110 5.5: a field value holding CR, LF, NUL or another control byte (HTAB
+                # aside) is invalid; RFC 9112 2.2: a bare CR is invalid.  Such a Host is refused
+                # whole rather than returned as a name with control bytes in it.
+                for q in range(a, b):
+                    if (stream[q] < 32 and stream[q] != 9) or stream[q] == 127:
+                        return NS_MALFORMED
                 out.name = stream + a
                 out.name_len = b - a
                 return NS_FOUND
