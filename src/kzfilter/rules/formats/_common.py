@@ -52,6 +52,15 @@ def _reason_of(exc: RuleSyntaxError) -> str:
     return "invalid rule"
 
 
+def _iter_lines(text: str) -> Iterator[str]:
+    """The lines of ``text`` cut at "\n" (as ``text.split("\n")`` would), one at a time."""
+    start, end = 0, text.find("\n")
+    while end >= 0:
+        yield text[start:end]
+        start, end = end + 1, text.find("\n", end + 1)
+    yield text[start:]
+
+
 class ListReader:
     """One file being read: its lines, the defaults for its rules, and what was kept or skipped."""
 
@@ -72,9 +81,11 @@ class ListReader:
     def lines(self) -> Iterator[tuple[int, str]]:
         """Yield ``(line number, text)`` with CR removed; junk lines are reported, not yielded."""
         check_junk = _JUNK.search(self.text) is not None
-        # split("\n"), not splitlines(): the latter also breaks at U+2028, \x0c, \x1c..., which
-        # would make our line numbers disagree with every editor and with grep -n.
-        for number, line in enumerate(self.text.split("\n"), 1):
+        # Lines at "\n" only, not str.splitlines(): that also breaks at U+2028, \x0c, \x1c...,
+        # which would make our line numbers disagree with every editor and with grep -n.  Cut one
+        # at a time (not split() into a list): a ten-million-line file would hold ten million
+        # line objects at once, ~60 bytes each, even when every line is skipped.
+        for number, line in enumerate(_iter_lines(self.text), 1):
             if line.endswith("\r"):
                 line = line[:-1]
             if check_junk and _JUNK.search(line):
