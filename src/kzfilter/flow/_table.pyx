@@ -543,8 +543,10 @@ cdef class FlowTable:
         for nm, v in (("idle_timeout", idle_timeout), ("active_timeout", active_timeout),
                       ("udp_idle_timeout", udp_idle_timeout), ("close_grace", close_grace),
                       ("sweep_interval", sweep_interval)):
-            if not v > 0:
-                raise ValueError(f"{nm} must be > 0")
+            # at most ~100 years: the table keeps times as int64 nanoseconds (inf or 1e300 would
+            # overflow the conversion below)
+            if not 0 < v <= 3.2e9:
+                raise ValueError(f"{nm} must be > 0 and at most 3.2e9 seconds, got {v!r}")
         self.max_flows = max_flows
         self.idle_ns[L_TCP] = int(idle_timeout * 1e9)
         self.idle_ns[L_OTHER] = int(udp_idle_timeout * 1e9)

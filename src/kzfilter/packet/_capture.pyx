@@ -328,12 +328,18 @@ cdef _open_input(CaptureReader self):
         io.file_size = info.st_size if stat.S_ISREG(info.st_mode) else None
     except Exception:
         io.file_size = None
+    import io as _iomod
+    if isinstance(raw, _iomod.TextIOBase):
+        # open(path) without "b": its read() decodes text (and fails on the first binary byte)
+        raise CaptureError(f"{io.name}: a capture must be opened in binary mode ('rb')")
     try:
         magic = raw.read(4)
     except OSError as exc:
         raise CaptureError(f"{io.name}: cannot read capture: {exc}") from exc
     if magic is None:
         magic = b""
+    if not isinstance(magic, (bytes, bytearray)):
+        raise CaptureError(f"{io.name}: read() returned {type(magic).__name__}, not bytes")
     magic = bytes(magic)
     if len(magic) == 0:
         raise CaptureError(f"{io.name}: empty file, not a capture")
