@@ -214,6 +214,72 @@ cdef int32_t scan_best(const Tables* t, const uint8_t* sym, Py_ssize_t n) noexce
     return best
 
 
+cdef int32_t scan_raw(const Tables* t, const uint8_t* s, Py_ssize_t n, int* status) noexcept nogil:
+    """normalize_reversed and scan_best in one pass (the small-trie batch path): the name is walked
+    from its end, each byte checked, case-folded and fed to the trie and the keyword automaton at
+    once.  Same results: the trie walk only decides the rule; the status comes from the checks."""
+    cdef Py_ssize_t i, b = 0, e = n, label = 0, d
+    cdef const uint32_t* nodes = t.nodes
+    cdef const int32_t* kdelta = t.kdelta
+    cdef const int32_t* kbest = t.kbest
+    cdef int64_t v = 0
+    cdef uint32_t word
+    cdef int32_t best = -1, ks = 0
+    cdef bint has_kw = t.n_kstates > 1
+    cdef uint8_t c
+    while b < e and _is_space(s[b]):
+        b += 1
+    while e > b and _is_space(s[e - 1]):
+        e -= 1
+    d = e
+    while d > b and e - d <= 5 and 48 <= s[d - 1] <= 57:
+        d -= 1
+    if d < e and d > b and s[d - 1] == 58 and e - d <= 5:
+        e = d - 1
+    if e > b and s[e - 1] == 46:
+        e -= 1
+    if e == b or e - b > MAX_NAME_LENGTH:
+        status[0] = ST_NON_ASCII if _has_non_ascii(s, n) else ST_INVALID
+        return -1
+    i = e
+    while i > b:
+        i -= 1
+        c = SYM[s[i]]
+        if c == SYM_BAD:
+            status[0] = ST_NON_ASCII if _has_non_ascii(s, n) else ST_INVALID
+            return -1
+        if c == SYM_DOT:
+            if label == 0:
+                status[0] = ST_NON_ASCII if _has_non_ascii(s, n) else ST_INVALID
+                return -1
+            label = 0
+        else:
+            label += 1
+            if label > MAX_LABEL_LENGTH:
+                status[0] = ST_NON_ASCII if _has_non_ascii(s, n) else ST_INVALID
+                return -1
+        if v >= 0:
+            v = _child(nodes, <uint32_t>v, c)
+            if v >= 0 and c == SYM_DOT:
+                word = _term(nodes, v)
+                if word:
+                    best = _better(t.prio, best, t.term_best[2 * (word - 1) + 1])  # subdomain
+        if has_kw:
+            ks = kdelta[ks * ALPHABET + c]
+            best = _better(t.prio, best, kbest[ks])
+    if label == 0:
+        status[0] = ST_NON_ASCII if _has_non_ascii(s, n) else ST_INVALID
+        return -1
+    status[0] = ST_OK
+    if v >= 0:
+        v = _child(nodes, <uint32_t>v, SYM_DOT)  # the virtual final '.': the apex
+        if v >= 0:
+            word = _term(nodes, v)
+            if word:
+                best = _better(t.prio, best, t.term_best[2 * (word - 1)])
+    return best
+
+
 cdef enum:
     LANES = 16   # names walked in lockstep by the batch path, so their cache misses overlap
 
@@ -292,9 +358,8 @@ cdef int64_t _match_packed(const Tables* t, const uint8_t* buf, Py_ssize_t nbuf,
         for i in range(n):
             a = offsets[i]
             b = offsets[i + 1]
-            st = normalize_reversed(buf + a, <Py_ssize_t>(b - a), lanes[0].sym, &m)
+            out_rule[i] = scan_raw(t, buf + a, <Py_ssize_t>(b - a), &st)
             out_status[i] = <uint8_t>st
-            out_rule[i] = scan_best(t, lanes[0].sym, m) if st == ST_OK else -1
         return -1
     for k in range(LANES):
         busy[k] = False
