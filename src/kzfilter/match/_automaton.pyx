@@ -85,6 +85,26 @@ cdef inline bint _has_non_ascii(const uint8_t* s, Py_ssize_t n) noexcept nogil:
     return False
 
 
+cdef inline void _trim(const uint8_t* s, Py_ssize_t n, Py_ssize_t* b_out,
+                       Py_ssize_t* e_out) noexcept nogil:
+    """The part s[b:e] of a name that is matched: surrounding white space, one ":port" (1-5
+    digits after a colon, recognised from the end) and one trailing dot (the root label) removed."""
+    cdef Py_ssize_t b = 0, e = n, d
+    while b < e and _is_space(s[b]):
+        b += 1
+    while e > b and _is_space(s[e - 1]):
+        e -= 1
+    d = e
+    while d > b and e - d <= 5 and 48 <= s[d - 1] <= 57:
+        d -= 1
+    if d < e and d > b and s[d - 1] == 58 and e - d <= 5:
+        e = d - 1
+    if e > b and s[e - 1] == 46:
+        e -= 1
+    b_out[0] = b
+    e_out[0] = e
+
+
 cdef int normalize_reversed(const uint8_t* s, Py_ssize_t n, uint8_t* out,
                             Py_ssize_t* out_len) noexcept nogil:
     """Normalise name s[0:n] into symbols, reversed, in out (>= MAX_NAME_LENGTH bytes); return a status.
@@ -96,20 +116,9 @@ cdef int normalize_reversed(const uint8_t* s, Py_ssize_t n, uint8_t* out,
     colon" needs no count.  A byte >= 0x80 anywhere makes the status NON_ASCII (Python's IDNA step
     decides), also when an invalid character was met first.
     """
-    cdef Py_ssize_t i, b = 0, e = n, k = 0, label = 0, d
+    cdef Py_ssize_t i, b, e, k = 0, label = 0
     cdef uint8_t c
-    while b < e and _is_space(s[b]):
-        b += 1
-    while e > b and _is_space(s[e - 1]):
-        e -= 1
-    # ":port" at the end: 1-5 digits after a colon (white space holds no ':' or digit)
-    d = e
-    while d > b and e - d <= 5 and 48 <= s[d - 1] <= 57:
-        d -= 1
-    if d < e and d > b and s[d - 1] == 58 and e - d <= 5:
-        e = d - 1
-    if e > b and s[e - 1] == 46:  # one trailing '.' (the root label)
-        e -= 1
+    _trim(s, n, &b, &e)
     if e == b or e - b > MAX_NAME_LENGTH:
         return ST_NON_ASCII if _has_non_ascii(s, n) else ST_INVALID
     i = e
@@ -218,7 +227,7 @@ cdef int32_t scan_raw(const Tables* t, const uint8_t* s, Py_ssize_t n, int* stat
     """normalize_reversed and scan_best in one pass (the small-trie batch path): the name is walked
     from its end, each byte checked, case-folded and fed to the trie and the keyword automaton at
     once.  Same results: the trie walk only decides the rule; the status comes from the checks."""
-    cdef Py_ssize_t i, b = 0, e = n, label = 0, d
+    cdef Py_ssize_t i, b, e, label = 0
     cdef const uint32_t* nodes = t.nodes
     cdef const int32_t* kdelta = t.kdelta
     cdef const int32_t* kbest = t.kbest
@@ -227,17 +236,7 @@ cdef int32_t scan_raw(const Tables* t, const uint8_t* s, Py_ssize_t n, int* stat
     cdef int32_t best = -1, ks = 0
     cdef bint has_kw = t.n_kstates > 1
     cdef uint8_t c
-    while b < e and _is_space(s[b]):
-        b += 1
-    while e > b and _is_space(s[e - 1]):
-        e -= 1
-    d = e
-    while d > b and e - d <= 5 and 48 <= s[d - 1] <= 57:
-        d -= 1
-    if d < e and d > b and s[d - 1] == 58 and e - d <= 5:
-        e = d - 1
-    if e > b and s[e - 1] == 46:
-        e -= 1
+    _trim(s, n, &b, &e)
     if e == b or e - b > MAX_NAME_LENGTH:
         status[0] = ST_NON_ASCII if _has_non_ascii(s, n) else ST_INVALID
         return -1
