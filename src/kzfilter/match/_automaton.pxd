@@ -36,7 +36,7 @@ cdef struct Tables:
 
 cdef int normalize_reversed(const uint8_t* s, Py_ssize_t n, uint8_t* out,
                             Py_ssize_t* out_len) noexcept nogil
-cdef int32_t scan_best(const Tables* t, const uint8_t* sym, Py_ssize_t n) noexcept nogil
+cdef int32_t scan_raw(const Tables* t, const uint8_t* s, Py_ssize_t n, int* status) noexcept nogil
 
 
 cdef class NameAutomaton:

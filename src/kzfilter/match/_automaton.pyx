@@ -190,43 +190,11 @@ cdef inline uint32_t _term(const uint32_t* nodes, int64_t v) noexcept nogil:
     return nodes[NODE_WORDS * v + 2] >> TERM_SHIFT
 
 
-cdef int32_t scan_best(const Tables* t, const uint8_t* sym, Py_ssize_t n) noexcept nogil:
-    """Winning rule id (or -1) for the normalised, reversed symbol string sym[0:n]."""
-    cdef const uint32_t* nodes = t.nodes
-    cdef const int32_t* kdelta = t.kdelta
-    cdef const int32_t* kbest = t.kbest
-    cdef int64_t v = 0
-    cdef uint32_t word
-    cdef int32_t best = -1, ks = 0
-    cdef bint has_kw = t.n_kstates > 1
-    cdef Py_ssize_t i
-    cdef uint8_t c
-    for i in range(n):
-        c = sym[i]
-        if v >= 0:
-            v = _child(nodes, <uint32_t>v, c)
-            if v >= 0 and c == SYM_DOT:
-                word = _term(nodes, v)
-                if word:
-                    best = _better(t.prio, best, t.term_best[2 * (word - 1) + 1])  # subdomain
-        if has_kw:
-            ks = kdelta[ks * ALPHABET + c]
-            best = _better(t.prio, best, kbest[ks])
-        elif v < 0:
-            return best
-    if v >= 0:
-        v = _child(nodes, <uint32_t>v, SYM_DOT)  # the virtual final '.': the apex
-        if v >= 0:
-            word = _term(nodes, v)
-            if word:
-                best = _better(t.prio, best, t.term_best[2 * (word - 1)])
-    return best
-
-
 cdef int32_t scan_raw(const Tables* t, const uint8_t* s, Py_ssize_t n, int* status) noexcept nogil:
-    """normalize_reversed and scan_best in one pass (the small-trie batch path): the name is walked
-    from its end, each byte checked, case-folded and fed to the trie and the keyword automaton at
-    once.  Same results: the trie walk only decides the rule; the status comes from the checks."""
+    """Winning rule id (or -1) for the raw name s[0:n], its status in *status: normalise and walk
+    in one pass.  The name is walked from its end, each byte checked, case-folded and fed to the
+    trie and the keyword automaton at once; the walk only decides the rule, the checks the status.
+    Used by match_one and the small-trie batch path (the lane path normalises first)."""
     cdef Py_ssize_t i, b, e, label = 0
     cdef const uint32_t* nodes = t.nodes
     cdef const int32_t* kdelta = t.kdelta
@@ -309,7 +277,7 @@ def _set_lane_threshold(nbytes):
 cdef inline bint _lane_step(const Tables* t, Lane* L) noexcept nogil:
     """Advance a lane by one trie transition (and the keyword steps that go with it); True when done.
 
-    Same result as scan_best; the difference is the prefetch of the next children block, after
+    Same result as scan_raw; the difference is the prefetch of the next children block, after
     which the caller switches to another lane instead of waiting for DRAM.
     """
     cdef const uint32_t* nodes = t.nodes
@@ -774,15 +742,12 @@ cdef class NameAutomaton:
     def match_one(self, name):
         """Return (winning rule id or -1, status) for one name (str or bytes-like)."""
         cdef const uint8_t[::1] view = _as_bytes(name)
-        cdef uint8_t sym[MAX_NAME_LENGTH + 1]
-        cdef Py_ssize_t m = 0
-        cdef int st
+        cdef int st = ST_INVALID
+        cdef int32_t best
         if view.shape[0] == 0:
             return -1, ST_INVALID
-        st = normalize_reversed(&view[0], view.shape[0], sym, &m)
-        if st != ST_OK:
-            return -1, st
-        return scan_best(&self.t, sym, m), ST_OK
+        best = scan_raw(&self.t, &view[0], view.shape[0], &st)
+        return best, st
 
     def match_all(self, name):
         """Return (int32 ids of every matching rule sorted by (priority, id), status)."""
