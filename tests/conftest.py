@@ -27,3 +27,29 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     return shared_path()
+
+
+# The demo capture shipped in pcaps/ and the three demo rule files beside it (README's first command).
+DEMO = REPO / "pcaps" / "demo.pcapng"
+DEMO_RULES = [str(REPO / "pcaps" / n) for n in ("demo-blocklist.csv", "demo-vpn.netset", "demo-exceptions.txt")]
+
+
+@pytest.fixture(scope="session")
+def demo_clf():
+    """The demo rules compiled once per test session (the classifier is immutable)."""
+    from kzfilter import load_rules
+
+    return load_rules(*DEMO_RULES).compile()
+
+
+def write_synthetic_capture(directory: Path, packets: int, concurrent: int) -> Path:
+    """A small synthetic capture from tools/gen_captures.py (deterministic seed) in ``directory``."""
+    import sys
+
+    if str(REPO / "tools") not in sys.path:
+        sys.path.insert(0, str(REPO / "tools"))
+    import gen_captures
+
+    path = directory / "synthetic.pcap"
+    gen_captures.write_synthetic(str(path), packets, concurrent=concurrent)
+    return path

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 import kzfilter
+from tests.conftest import DEMO_RULES
 
 REPO = Path(__file__).resolve().parent.parent
 PCAPS = REPO / "pcaps"
-DEMO_RULES = [PCAPS / "demo-blocklist.csv", PCAPS / "demo-exceptions.txt", PCAPS / "demo-vpn.netset"]
 
 
 @pytest.fixture()
@@ -103,12 +103,8 @@ RECORD_CONTRACT = (
     "end_reason name name_source no_name_reason alpn ech action category rule lists matched_on").split()
 
 
-def demo_classifier() -> kzfilter.Classifier:
-    return kzfilter.load_rules(*DEMO_RULES).compile()
-
-
-def test_issue3_classify_demo_capture() -> None:
-    clf = demo_classifier()
+def test_issue3_classify_demo_capture(demo_clf: kzfilter.Classifier) -> None:
+    clf = demo_clf
     result = clf.classify(str(PCAPS / "demo.pcapng"))
     records = list(result)
     assert records and all(hasattr(r, f) for r in records for f in RECORD_CONTRACT)
@@ -129,10 +125,10 @@ def test_issue3_classify_demo_capture() -> None:
     assert table.num_rows == len(records) and set(RECORD_CONTRACT) <= set(table.column_names)
 
 
-def test_issue3_flow_tracker_with_dpkt() -> None:
+def test_issue3_flow_tracker_with_dpkt(demo_clf: kzfilter.Classifier) -> None:
     import dpkt
 
-    clf = demo_classifier()
+    clf = demo_clf
     tracker = clf.flow_tracker()
     with open(PCAPS / "demo.pcapng", "rb") as fh:
         for ts, frame in dpkt.pcapng.Reader(fh):
@@ -144,7 +140,7 @@ def test_issue3_flow_tracker_with_dpkt() -> None:
 
 
 def test_issue3_cli_classify_formats(tmp_path: Path) -> None:
-    rules = [str(p) for p in DEMO_RULES]
+    rules = DEMO_RULES
     out = run_cli("classify", str(PCAPS / "demo.pcapng"), "--rules", *rules, "--format", "jsonl")
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in out.stdout.splitlines()]

@@ -3,8 +3,6 @@ one-process pipeline, rules broadcast once, Parquet datasets read back by pyarro
 from __future__ import annotations
 
 import logging
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,28 +12,21 @@ import pytest
 
 import kzfilter.dask as kd
 from kzfilter.flow.records import FIELD_NAMES
-from kzfilter.rules.loaders import load_rules
-from tests.conftest import shared_path
+from tests.conftest import DEMO, DEMO_RULES, shared_path, write_synthetic_capture
 
 distributed = pytest.importorskip("distributed")
 
-REPO = Path(__file__).resolve().parent.parent
-DEMO = REPO / "pcaps" / "demo.pcapng"
-RULES = [str(REPO / "pcaps" / n) for n in ("demo-blocklist.csv", "demo-vpn.netset", "demo-exceptions.txt")]
+RULES = DEMO_RULES
 
 
 @pytest.fixture(scope="module")
-def clf():
-    return load_rules(*RULES).compile()
+def clf(demo_clf):
+    return demo_clf
 
 
 @pytest.fixture(scope="module")
 def paths(tmp_path_factory) -> list[str]:
-    sys.path.insert(0, str(REPO / "tools"))
-    import gen_captures
-
-    syn = tmp_path_factory.mktemp("syn") / "synthetic.pcap"
-    gen_captures.write_synthetic(str(syn), 8000, concurrent=200)
+    syn = write_synthetic_capture(tmp_path_factory.mktemp("syn"), 8000, concurrent=200)
     ndpi = shared_path("pcaps", "ndpi")
     picks = ["chrome.pcap", "dns-tunnel-iodine.pcap", "quic-33.pcapng", "6in4tunnel.pcap"]
     return [str(DEMO), str(syn)] + [str(ndpi / p) for p in picks if (ndpi / p).exists()]

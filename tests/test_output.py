@@ -22,26 +22,20 @@ from kzfilter import classify as classify_mod
 from kzfilter.cli import main
 from kzfilter.flow.records import FIELD_NAMES, RecordBatch
 from kzfilter.output import RECORD_SCHEMA_VERSION, open_writer
-from kzfilter.rules.loaders import load_rules
 
-REPO = Path(__file__).resolve().parent.parent
-DEMO = REPO / "pcaps" / "demo.pcapng"
-RULES = [str(REPO / "pcaps" / n) for n in ("demo-blocklist.csv", "demo-vpn.netset", "demo-exceptions.txt")]
+from tests.conftest import DEMO, DEMO_RULES, write_synthetic_capture
+
+RULES = DEMO_RULES
 
 
 @pytest.fixture(scope="module")
-def clf():
-    return load_rules(*RULES).compile()
+def clf(demo_clf):
+    return demo_clf
 
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory) -> Path:
-    sys.path.insert(0, str(REPO / "tools"))
-    import gen_captures
-
-    path = tmp_path_factory.mktemp("syn") / "synthetic.pcap"
-    gen_captures.write_synthetic(str(path), 6000, concurrent=200)
-    return path
+    return write_synthetic_capture(tmp_path_factory.mktemp("syn"), 6000, concurrent=200)
 
 
 def _write(fmt, path, batches, partition_by=None):

@@ -8,7 +8,6 @@ worker, so eviction may legitimately differ).
 from __future__ import annotations
 
 import multiprocessing as mp
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,28 +22,20 @@ from kzfilter.flow._table import FlowTable
 from kzfilter.flow.records import RecordBatch
 from kzfilter.parallel import merge_sorted, parallel_batches
 from kzfilter.rules.loaders import load_rules
-from tests.conftest import shared_path
+from tests.conftest import DEMO, shared_path, write_synthetic_capture
 from tests.flow.frames import ACK, FIN, NS, RST, SYN, dns_message, tcp, udp
 
-REPO = Path(__file__).resolve().parent.parent
-DEMO = REPO / "pcaps" / "demo.pcapng"
 FAST = dict(idle_timeout=0.01, udp_idle_timeout=0.01, close_grace=0.002, sweep_interval=0.001)
 
 
 @pytest.fixture(scope="module")
-def clf():
-    return load_rules(str(REPO / "pcaps" / "demo-blocklist.csv"), str(REPO / "pcaps" / "demo-vpn.netset"),
-                      str(REPO / "pcaps" / "demo-exceptions.txt")).compile()
+def clf(demo_clf):
+    return demo_clf
 
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory) -> Path:
-    sys.path.insert(0, str(REPO / "tools"))
-    import gen_captures
-
-    path = tmp_path_factory.mktemp("syn") / "synthetic.pcap"
-    gen_captures.write_synthetic(str(path), 12000, concurrent=300)
-    return path
+    return write_synthetic_capture(tmp_path_factory.mktemp("syn"), 12000, concurrent=300)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import io
 import os
-import struct
 import sys
 import tempfile
 from functools import lru_cache
@@ -40,6 +39,8 @@ for p in (str(REPO), str(REPO / "tools")):
         sys.path.insert(0, p)
 if str(REPO / "src") not in sys.path:
     sys.path.append(str(REPO / "src"))
+
+from tests.robustness.captures import tls_client_hello  # noqa: E402  (needs the path set above)
 
 # Small real captures whose first client messages make good seeds (TLS, QUIC, HTTP, DNS).
 NDPI_SEEDS = (
@@ -132,17 +133,6 @@ def payload_seeds(kind: str, limit: int = 200) -> list[bytes]:
     if kind == "http":
         out += [b"GET / HTTP/1.1\r\nHost: example.com:8080\r\n\r\n", b"GET / HTTP/1.0\r\n\r\n"]
     return list(dict.fromkeys(out))
-
-
-def tls_client_hello(sni: bytes, extra: bytes = b"") -> bytes:
-    """A minimal TLS 1.2 ClientHello record carrying ``sni`` (RFC 8446 4.1.2, RFC 6066 3)."""
-    name = b"\x00" + struct.pack("!H", len(sni)) + sni
-    sni_ext = struct.pack("!HH", 0, len(name) + 2) + struct.pack("!H", len(name)) + name
-    exts = sni_ext + extra
-    body = (b"\x03\x03" + bytes(32) + b"\x00" + struct.pack("!H", 2) + b"\x13\x01" + b"\x01\x00"
-            + struct.pack("!H", len(exts)) + exts)
-    hs = b"\x01" + struct.pack("!I", len(body))[1:] + body
-    return b"\x16\x03\x01" + struct.pack("!H", len(hs)) + hs
 
 
 def rule_seeds() -> list[bytes]:
