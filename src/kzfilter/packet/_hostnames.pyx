@@ -761,6 +761,32 @@ cdef inline const uint8_t* _ptr(const unsigned char[::1] buf) noexcept:
     return &buf[0] if buf.shape[0] > 0 else _EMPTY
 
 
+ctypedef int (*hello_fn)(const uint8_t* stream, uint32_t length, uint8_t* scratch,
+                         uint32_t scratch_cap, tls_info_t* out) noexcept nogil
+
+
+cdef int _hello_records(const uint8_t* s, uint32_t n, uint8_t* scratch, uint32_t cap,
+                        tls_info_t* out) noexcept nogil:
+    return tls_client_hello(s, n, 1, scratch, cap, out)
+
+
+cdef int _hello_handshake(const uint8_t* s, uint32_t n, uint8_t* scratch, uint32_t cap,
+                          tls_info_t* out) noexcept nogil:
+    return tls_client_hello(s, n, 0, scratch, cap, out)
+
+
+cdef tuple _run_hello(hello_fn parse, const unsigned char[::1] stream):
+    """Run one of the ClientHello parsers over ``stream`` without the GIL: ``(status, info)``."""
+    cdef tls_info_t info
+    cdef uint8_t scratch[SCRATCH_SIZE]
+    cdef const uint8_t* p = _ptr(stream)
+    cdef uint32_t n = <uint32_t>stream.shape[0] if stream.shape[0] < 0xffffffff else 0xffffffff
+    cdef int st
+    with nogil:
+        st = parse(p, n, scratch, SCRATCH_SIZE, &info)
+    return st, _tls_dict(&info)
+
+
 def parse_client_hello(const unsigned char[::1] stream, bint is_records=True):
     """Parse the ClientHello at the start of ``stream``.
 
@@ -768,19 +794,7 @@ def parse_client_hello(const unsigned char[::1] stream, bint is_records=True):
     handshake messages from a QUIC CRYPTO stream).  Returns ``(status, info)`` where info has
     ``name`` (bytes or None), ``alpn`` (bytes or None), ``ech`` (bool) and ``hello_len`` (int).
     """
-    cdef tls_info_t info
-    cdef uint8_t scratch[SCRATCH_SIZE]
-    cdef const uint8_t* p = _ptr(stream)
-    cdef uint32_t n = <uint32_t>stream.shape[0] if stream.shape[0] < 0xffffffff else 0xffffffff
-    cdef int st
-    with nogil:
-        st = tls_client_hello(p, n, is_records, scratch, SCRATCH_SIZE, &info)
-    return st, {
-        "name": info.name[:info.name_len] if info.name != NULL else None,
-        "alpn": info.alpn[:info.alpn_len] if info.alpn != NULL else None,
-        "ech": bool(info.ech),
-        "hello_len": info.hello_len,
-    }
+    return _run_hello(_hello_records if is_records else _hello_handshake, stream)
 
 
 def parse_http_host(const unsigned char[::1] stream):
@@ -831,14 +845,7 @@ def parse_quic_crypto(const unsigned char[::1] stream):
     A TLS ClientHello (as ``parse_client_hello(stream, False)``) or a gQUIC Q050 CHLO (its SNI
     tag).  Returns ``(status, info)`` like :func:`parse_client_hello`.
     """
-    cdef tls_info_t info
-    cdef uint8_t scratch[SCRATCH_SIZE]
-    cdef const uint8_t* p = _ptr(stream)
-    cdef uint32_t n = <uint32_t>stream.shape[0] if stream.shape[0] < 0xffffffff else 0xffffffff
-    cdef int st
-    with nogil:
-        st = quic_crypto_hello(p, n, scratch, SCRATCH_SIZE, &info)
-    return st, _tls_dict(&info)
+    return _run_hello(quic_crypto_hello, stream)
 
 
 def parse_starttls(const unsigned char[::1] stream):
@@ -853,14 +860,7 @@ def parse_starttls(const unsigned char[::1] stream):
     >>> parse_starttls(b"EHLO me\\r\\nSTARTTLS\\r\\n")[0] == NS_NEED_MORE
     True
     """
-    cdef tls_info_t info
-    cdef uint8_t scratch[SCRATCH_SIZE]
-    cdef const uint8_t* p = _ptr(stream)
-    cdef uint32_t n = <uint32_t>stream.shape[0] if stream.shape[0] < 0xffffffff else 0xffffffff
-    cdef int st
-    with nogil:
-        st = starttls_client_hello(p, n, scratch, SCRATCH_SIZE, &info)
-    return st, _tls_dict(&info)
+    return _run_hello(starttls_client_hello, stream)
 
 
 cdef dict _tls_dict(tls_info_t* info):
