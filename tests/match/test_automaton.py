@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from kzfilter.rules.normalize import normalize_name
 from kzfilter.errors import InvalidNameError
 from kzfilter.match._automaton import (
-    STATUS_INVALID, STATUS_NON_ASCII, STATUS_OK, NameAutomaton, _set_lane_threshold, normalize,
+    STATUS_INVALID, STATUS_NON_ASCII, STATUS_OK, NameAutomaton, _set_hot_bytes, normalize,
 )
 from tests.conftest import shared_path
 from tests.reference.names_model import NamesModel, model_normalize
@@ -69,12 +69,17 @@ def traffic_names(draw):
     return name.encode() if draw(st.booleans()) else name
 
 
-@pytest.fixture(params=["lanes", "one-by-one"], autouse=True)
+# batch path -> bytes of the trie top walked without switching lanes: none (every node switches),
+# a few nodes, all (one name at a time)
+BATCH_PATHS = {"lanes": 0, "lanes-hot-top": 48, "one-by-one": 2**63}
+
+
+@pytest.fixture(params=list(BATCH_PATHS), autouse=True)
 def batch_path(request):
-    """Run every test on both batch paths: lanes (large tries) and one name at a time (small ones)."""
-    old = _set_lane_threshold(0 if request.param == "lanes" else 2**63)
+    """Run every test on each way the batch path can walk."""
+    old = _set_hot_bytes(BATCH_PATHS[request.param])
     yield request.param
-    _set_lane_threshold(old)
+    _set_hot_bytes(old)
 
 
 def build(pats, kinds, prios) -> NameAutomaton:
