@@ -276,6 +276,38 @@ def test_dns_query_and_answer_association_and_ttl():
     assert t.counters["dns_answers_stored"] == 2 and t.counters["names_dns_answer"] == 1
 
 
+def test_each_dns_query_name_on_one_udp_tuple_gets_its_own_record():
+    # One resolver socket, three names: each new name ends the flow ("dns-next-query") and starts
+    # the next, so the second name, and its verdict, is not hidden behind the first.  The response
+    # stays with its query; a retransmission (same name, case changed by 0x20 randomisation) and
+    # the AAAA query for the same name stay in the flow.
+    def q(name, qid):
+        return udp(C4, 40053, S4, 53, dns_message(name, qid=qid))
+
+    def r(name, qid):
+        return udp(S4, 53, C4, 40053, dns_message(name, [("198.51.100.9", 60)], qid=qid,
+                                                  response=True))
+    frames = [(0, q("allowed.example", 1)), (10, r("allowed.example", 1)),
+              (20, q("Blocked.Example", 2)), (30, q("BLOCKED.example", 2)),
+              (40, q("blocked.example", 3)), (50, r("blocked.example", 2)),
+              (60, q("third.example", 4))]
+    recs, t = run(frames)
+    assert [(x.name, x.packets_c2s, x.packets_s2c, x.end_reason) for x in recs] == [
+        ("allowed.example", 1, 1, "dns-next-query"),
+        ("blocked.example", 3, 1, "dns-next-query"),
+        ("third.example", 1, 0, "end-of-capture")]
+    assert len({x.flow_id for x in recs}) == 3
+    assert t.counters["flows"] == 3 and t.counters["records"] == 3
+
+
+def test_dns_over_tcp_keeps_its_first_name():
+    first, second = dns_message("one.example"), dns_message("two.example", qid=9)
+    stream = b"".join(len(m).to_bytes(2, "big") + m for m in (first, second))
+    frames = handshake(sp=53) + [(3000, tcp(C4, 40000, S4, 53, ACK | PSH, 1001, 5001, stream))]
+    r = only(frames)
+    assert (r.name, r.name_source) == ("one.example", "dns-query")
+
+
 def test_dns_answer_does_not_override_own_name():
     a = dns_message("one.example", [(S4, 600)], response=True)
     hello, sni = chrome_client_hello()

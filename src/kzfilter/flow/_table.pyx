@@ -30,7 +30,10 @@ Design decisions (see also :mod:`kzfilter.flow.records` for the record schema):
 * UDP names: ports 53/5353/5355 -> every datagram is parsed as DNS (query name; the question of a
   response when only the response is seen) and A/AAAA answers enter the DNS association table
   (client ip, answer ip) -> (name, ts + ttl), FIFO-bounded by ``dns_assoc_max``; a later flow from
-  that client to that address with no name of its own gets "dns-answer".  A client datagram that
+  that client to that address with no name of its own gets "dns-answer".  A query for another name
+  on a UDP DNS flow ends it ("dns-next-query") and starts a new flow: one record, name and verdict
+  per name asked from a socket (retransmissions and A/AAAA for one name stay one flow; DNS over TCP
+  keeps its first name).  A client datagram that
   looks like a QUIC long-header Initial goes to kzfilter.packet.quic; the CRYPTO frames (any order,
   any number of Initials) are reassembled here and parsed by the compiled TLS parser.  Other
   long-header packets seen before the Initial (0-RTT after reordering) do not end the search.
@@ -81,6 +84,7 @@ cdef enum:
     END_ACTIVE = 4
     END_EVICTED = 5
     END_EOC = 6
+    END_DNS_NEXT = 7    # a DNS query for another name on the same UDP 5-tuple starts a new flow
 
 cdef enum:
     SRC_SNI = 1
@@ -1237,6 +1241,23 @@ cdef class FlowTable:
             self._assoc_apply(f, ts)
         return s
 
+    cdef bint _next_dns_query(self, flow_t* f) noexcept nogil:
+        """True when self.pkt is a DNS query for another name than the query that named UDP flow f.
+
+        A resolver client may send many queries from one socket (one 5-tuple).  Each query for a
+        new name ends the flow ("dns-next-query") and starts the next, so every name asked gets
+        its own record and verdict: a blocked name asked after an allowed one is not hidden behind
+        the first.  Retransmissions and other types for the same name (A then AAAA) stay in the
+        flow; responses stay with the flow of the last query.  DNS over TCP keeps its first name.
+        """
+        cdef packet_t* p = &self.pkt
+        if (f.mode != MODE_DNS_UDP or f.name == NULL or f.name_source != SRC_DNS_QUERY
+                or p.payload_len < 12 or p.payload[2] & 0x80):   # QR bit set: a response
+            return False
+        if dns_message(p.payload, p.payload_len, &self.dns) != NS_FOUND or self.dns.is_response:
+            return False
+        return self.dns.name_len != f.name_len or memcmp(self.dns.name, f.name, f.name_len) != 0
+
     cdef int32_t _lookup(self, uint32_t h, bint* c2s) noexcept nogil:
         cdef packet_t* p = &self.pkt
         cdef uint32_t i = h & self.fidx.mask
@@ -1326,6 +1347,9 @@ cdef class FlowTable:
             elif ts - f.first_ns >= self.active_ns:
                 self._end_flow(s, END_ACTIVE)
                 s = -1
+        if s >= 0 and p.l4proto == 17 and self._next_dns_query(&self.flows[s]):
+            self._end_flow(s, END_DNS_NEXT)
+            s = -1
         if s < 0:
             s = self._new_flow(ts)
             if s < 0:

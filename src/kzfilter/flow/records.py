@@ -54,7 +54,7 @@ __all__ = [
 
 # Code tables: the compiled table stores small integer codes; index 0 means "none".
 END_REASONS: tuple[str | None, ...] = (
-    None, "fin", "rst", "idle", "active-timeout", "evicted", "end-of-capture")
+    None, "fin", "rst", "idle", "active-timeout", "evicted", "end-of-capture", "dns-next-query")
 NAME_SOURCES: tuple[str | None, ...] = (None, "sni", "quic", "http", "dns-query", "dns-answer")
 NO_NAME_REASONS: tuple[str | None, ...] = (
     None, "no-payload", "unknown-protocol", "no-sni", "ech-only", "no-host", "reassembly-gap",
@@ -120,7 +120,7 @@ RECORD_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("rate_c2s_bps", "float64", "bytes_c2s * 8 / duration, 0 for a zero-length flow"),
     ("rate_s2c_bps", "float64", "bytes_s2c * 8 / duration, 0 for a zero-length flow"),
     ("tcp_flags", "uint8", "OR of the TCP flags of every packet (tcp_flags_text for SAFPRU text)"),
-    ("end_reason", "str", "fin, rst, idle, active-timeout, evicted, end-of-capture"),
+    ("end_reason", "str", "fin, rst, idle, active-timeout, evicted, end-of-capture, dns-next-query"),
     ("name", "str?", "host name the flow went to (raw bytes decoded as ASCII, errors=replace)"),
     ("name_source", "str?", "sni, quic, http, dns-query, dns-answer, or None"),
     ("no_name_reason", "str?", "why no name (see module docstring), None when name is set"),
