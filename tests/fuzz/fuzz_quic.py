@@ -2,13 +2,18 @@
 
 Input byte 0 picks a mode:
 
-0. raw datagram: ``initial_crypto_frames`` never raises; ``quic_reason`` is a known reason.
+0. raw datagram: ``initial_crypto_frames`` never raises; ``quic_reason`` is a known reason; the
+   compiled parser (``kzfilter.packet._quic``) answers exactly as the Python model
+   (tests/reference/quic_model.py).
 1. fuzzed *plaintext* frames sealed as a real client Initial (RFC 9001 5, tools/gen_captures.py's
    independent implementation): the decryptor must open it (so the fuzzer reaches the frame walk:
-   ACK ranges, CRYPTO offsets and lengths, thousands of frames); the datagram then goes through a
-   FlowTable as one UDP flow to port 443, twice, together with its coalesced copy.
+   ACK ranges, CRYPTO offsets and lengths, thousands of frames), as the model does; the datagram
+   then goes through a FlowTable as one UDP flow to port 443, twice, together with its coalesced copy.
 2. CRYPTO reassembly: consistent slices of one stream, in fuzzed order with duplicates, must give
    back the stream (cut at MAX_CRYPTO_BYTES), and the ClientHello parse of it must not raise.
+3. the compiled parsers without the ciphers, on raw bytes: ``walk_frames`` (both CRYPTO frame
+   types) against the model's walk, and ``packet_header`` at the start and at a fuzzed offset.
+   The Cython module has no coverage feedback (see _common), so this mode feeds it directly.
 """
 from __future__ import annotations
 
@@ -18,12 +23,33 @@ import _common
 
 with atheris.instrument_imports(include=["kzfilter"]):
     from kzfilter.flow._table import FlowTable
-    from kzfilter.packet import quic
+    from kzfilter.packet import _quic, quic
+    from tests.reference import quic_model
 
 import gen_captures as G   # noqa: E402 - tools/, the capture generator (its own QUIC sealing code)
 from tests.flow.frames import udp  # noqa: E402
 
 REASONS = {"ok", "not-quic", "not-initial", "unknown-version", "decrypt-failed", "malformed"}
+HEADER_STATUSES = set(range(1, 6)) | {100, 101, 102}     # QS_* rejects, QH_INITIAL/SKIP/STOP
+
+
+def same_as_model(datagram: bytes) -> str:
+    """decrypt_initial's answer, checked against the Python model's."""
+    reason, ini = quic.decrypt_initial(datagram)
+    got = (reason, None if ini is None else
+           (ini.version, ini.dcid, ini.scid, ini.frames, ini.packets, ini.truncated))
+    want = quic_model.decrypt(datagram)
+    assert got == want, (got[0], want[0], datagram[:64].hex())
+    return reason
+
+
+def model_walk(plain: bytes, crypto_type: int) -> tuple[int, list[tuple[int, bytes]]]:
+    frames: list[tuple[int, bytes]] = []
+    try:
+        status = 1 if quic_model.walk_frames(plain, crypto_type, frames) else 0
+    except (IndexError, quic_model._Reject):
+        status = 2
+    return status, frames
 
 
 def seal(plain: bytes, dcid: bytes) -> bytes:
@@ -47,10 +73,10 @@ def through_table(datagrams: list[bytes]) -> None:
 def TestOneInput(data: bytes) -> None:
     if len(data) < 2:
         return
-    mode, body = data[0] % 3, data[1:]
+    mode, body = data[0] % 4, data[1:]
     if mode == 0:
         ini = quic.initial_crypto_frames(body)
-        assert quic.quic_reason(body) in REASONS
+        assert same_as_model(body) in REASONS
         if ini is not None:
             for off, chunk in ini.frames:
                 assert off >= 0 and len(chunk) <= len(body)
@@ -59,13 +85,22 @@ def TestOneInput(data: bytes) -> None:
         dcid = body[:8].ljust(8, b"\x00")
         plain = body[8:]
         dg = seal(plain, dcid)
-        reason = quic.quic_reason(dg)
+        reason = same_as_model(dg)
         assert reason in ("ok", "malformed"), reason
         ini = quic.initial_crypto_frames(dg)
         if ini is not None:
             assert sum(len(c) for _, c in ini.frames) <= len(dg)   # PADDING may be inside
             quic.client_hello_from_crypto(ini.frames)
         through_table([dg, dg + dg[:1200] if len(dg) <= 1200 else dg])
+    elif mode == 3:
+        for crypto_type in (0x06, 0x08):
+            assert _quic.walk_frames(body, crypto_type) == model_walk(body, crypto_type)
+        for pos in (0, data[0] % 64):
+            for first in (True, False):
+                st, fields = _quic.packet_header(body, pos, first)
+                assert st in HEADER_STATUSES, st
+                if fields is not None:
+                    assert fields["end"] >= pos + 7 and len(fields["dcid"]) <= 20
     else:
         fdp = atheris.FuzzedDataProvider(body)
         stream = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 20000))
@@ -97,6 +132,10 @@ def seeds() -> list[bytes]:
     out.append(b"\x01" + bytes(8) + b"\x02\x05\x00\x03\x01\x01\x02\x01\x02" + G.crypto_frame(0, hello))
     out.append(b"\x01" + bytes(8) + G.crypto_frame(0, b"") * 300)
     out.append(b"\x02" + bytes(rng.randrange(256) for _ in range(600)))
+    # mode 3: frame walks and raw headers
+    out.append(b"\x03" + plain)
+    out.append(b"\x03" + b"\x02\x05\x00\x03\x01\x01\x02\x01\x02" + G.crypto_frame(0, hello))
+    out += [b"\x03" + d for d in _common.payload_seeds("quic")[:20]]
     return out
 
 

@@ -3,8 +3,9 @@
 
 Per packet (C, no GIL, no Python object): dissect -> find or create the flow (open addressing over
 a slab of ``flow_t``) -> counters -> name extraction from the client's first bytes.  Only a QUIC
-Initial from a client whose name is still pending takes the GIL (``kzfilter.packet.quic`` decrypts
-in Python); it is handled inline so per-flow order is exact.
+Initial of a version we can decrypt, from a client whose name is still pending, takes the GIL
+(``kzfilter.packet._quic`` parses it in C and calls AES-ECB/AES-GCM through ``cryptography``); it
+is handled inline so per-flow order is exact.
 
 Design decisions (see also :mod:`kzfilter.flow.records` for the record schema):
 
@@ -61,10 +62,13 @@ from kzfilter.packet._hostnames cimport (
     tls_client_hello, http_host, dns_message, tls_info_t, name_ref_t, dns_info_t,
     starttls_client_hello, quic_crypto_hello,
     NS_FOUND, NS_NEED_MORE, NS_NOT_PROTO, NS_NO_NAME, NS_MALFORMED)
+from kzfilter.packet._quic cimport (
+    quic_version_profile, quic_profile_t, QS_OK, QS_NOT_QUIC, QS_NOT_INITIAL, QS_UNKNOWN_VERSION)
 
 import numpy as np
 
 from kzfilter.flow.records import RECORD_DTYPE, RecordBatch
+from kzfilter.packet._quic import open_initials
 
 cdef enum:
     BATCH = 1024            # frames per CaptureReader.fill
@@ -329,26 +333,35 @@ cdef class StreamBuffer:
 
 
 # ---------------------------------------------------------------------------------------------
-# QUIC (Python, with the GIL): decrypt one client datagram, return its CRYPTO frames
+# QUIC (with the GIL): decrypt one client datagram, return its CRYPTO frames
 # ---------------------------------------------------------------------------------------------
 
-_quic = None
+_initial_ciphers = None
 
 
 def _quic_frames(datagram):
     """Return (reason code, frames): code 0 and [(offset, bytes), ...] when decrypted."""
-    global _quic
-    if _quic is None:
-        from kzfilter.packet import quic as _q
-        _quic = _q
-    reason, ini = _quic.decrypt_initial(datagram)      # one pass: frames, or why not
-    if ini is not None:
-        return 0, ini.frames
-    if reason == "unknown-version":
+    global _initial_ciphers
+    if _initial_ciphers is None:
+        # kzfilter.packet.quic (and cryptography with it) only loads when a capture has QUIC.
+        from kzfilter.packet.quic import initial_ciphers
+        _initial_ciphers = initial_ciphers
+    status, _, _, _, frames, _, _ = open_initials(datagram, _initial_ciphers)   # one pass
+    if status == QS_OK:
+        return 0, frames
+    if status == QS_UNKNOWN_VERSION:
         return NN_QUIC_VERSION, None
-    if reason in ("not-quic", "not-initial"):
+    if status == QS_NOT_QUIC or status == QS_NOT_INITIAL:
         return NN_UNKNOWN, None
     return NN_QUIC_UNDECRYPTABLE, None
+
+
+cdef inline bint _quic_version_known(const uint8_t* p) noexcept nogil:
+    """The long header's version (p[1:5], checked present by _looks_quic_initial) is one whose
+    Initial keys we can derive."""
+    cdef quic_profile_t prof
+    return quic_version_profile((<uint32_t>p[1] << 24) | (<uint32_t>p[2] << 16)
+                                | (<uint32_t>p[3] << 8) | p[4], &prof)
 
 
 cdef inline bint _looks_quic_initial(const uint8_t* p, uint32_t n) noexcept nogil:
@@ -1118,8 +1131,13 @@ cdef class FlowTable:
                 f.mode = MODE_QUIC
             if f.mode == MODE_QUIC:
                 self.c.quic_initials += 1
-                with gil:
-                    self._quic(f, p.payload, p.payload_len)
+                if _quic_version_known(p.payload):
+                    with gil:
+                        self._quic(f, p.payload, p.payload_len)
+                else:
+                    # What decryption would answer, without the GIL: no salt for this version.
+                    f.quic_tries += 1
+                    self._quic_failed(f, NN_QUIC_VERSION)
             return
         if p.payload_len >= 7 and (p.payload[0] & 0x80) and (p.payload[1] | p.payload[2]
                                                             | p.payload[3] | p.payload[4]):
@@ -1134,6 +1152,14 @@ cdef class FlowTable:
         if f.mode == MODE_NONE:
             self._give_up(f, NN_UNKNOWN)
 
+    cdef void _quic_failed(self, flow_t* f, int code) noexcept nogil:
+        """A client Initial datagram that gave no CRYPTO frames: keep trying, or give up."""
+        self.c.quic_failed += 1
+        f.pend_reason = code
+        if code == NN_QUIC_VERSION or f.quic_tries >= QUIC_MAX_TRIES or (
+                code == NN_UNKNOWN and f.reasm == NULL):
+            self._give_up(f, code)
+
     cdef void _quic(self, flow_t* f, const uint8_t* data, uint32_t n) noexcept:
         """One client Initial datagram (GIL held): decrypt, add CRYPTO frames, parse."""
         cdef tls_info_t info
@@ -1146,11 +1172,7 @@ cdef class FlowTable:
         except Exception:
             code, frames = NN_QUIC_UNDECRYPTABLE, None
         if code:
-            self.c.quic_failed += 1
-            f.pend_reason = code
-            if code == NN_QUIC_VERSION or f.quic_tries >= QUIC_MAX_TRIES or (
-                    code == NN_UNKNOWN and f.reasm == NULL):
-                self._give_up(f, code)
+            self._quic_failed(f, code)
             return
         if f.reasm == NULL:
             f.reasm = _reasm_new(self.reasm_limit)

@@ -15,9 +15,10 @@ read the TLS ClientHello (RFC 9001 5.2).  This module does that for:
   CHLO (a tag/value map whose ``SNI`` tag is the name), not TLS.  The salt is the one Chromium
   used for Q050 and that Wireshark (``packet-quic.c``) and nDPI (``protocols/quic.c``) publish.
 
-It runs in Python with the ``cryptography`` package: QUIC is a small share of flows and AES-GCM is
-done in C by OpenSSL anyway.  The flow table hands the reassembled CRYPTO bytes to the compiled
-TLS parser (:func:`client_hello_from_crypto`).
+The parsing (long headers, varints, header-protection arithmetic, the frame walk) is compiled
+(:mod:`kzfilter.packet._quic`); the ciphers are the ``cryptography`` package's (OpenSSL), built once
+per connection ID.  The flow table hands the reassembled CRYPTO bytes to the compiled TLS parser
+(:func:`client_hello_from_crypto`).
 
 Example::
 
@@ -34,14 +35,16 @@ import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from .._build_check import import_compiled
 from ._hostnames import NS_NEED_MORE, parse_quic_crypto
 
 if TYPE_CHECKING:
     from ._hostnames import TlsInfo
+
+_quic = import_compiled("kzfilter.packet._quic")
 
 __all__ = [
     "QuicInitial",
@@ -55,77 +58,21 @@ __all__ = [
     "MAX_CRYPTO_BYTES",
 ]
 
-MAX_FRAMES_PER_PACKET = 256     # frames examined per Initial packet before giving up on the rest
+MAX_FRAMES_PER_PACKET: int = _quic.MAX_FRAMES_PER_PACKET          # 256 frames per Initial packet
+MAX_PACKETS_PER_DATAGRAM: int = _quic.MAX_PACKETS_PER_DATAGRAM    # 8 coalesced packets (RFC 9000 12.2)
 MAX_CRYPTO_BYTES = 16384        # CRYPTO stream bytes reassembled for the ClientHello
-MAX_PACKETS_PER_DATAGRAM = 8    # coalesced packets examined per datagram (RFC 9000 12.2)
 
-# Initial salts (RFC 9001 5.2, RFC 9369 3.3.1 and the drafts they replace).
-_SALT_V1 = bytes.fromhex("38762cf7f55934b34d179ae6a4c80cadccbb7f0a")
-_SALT_V2 = bytes.fromhex("0dede3def700a6db819381be6e269dcbf9bd2ed9")
-_SALT_D29 = bytes.fromhex("afbfec289993d24c9e9786f19c6111e04390a899")
-_SALT_D23 = bytes.fromhex("c3eef712c72ebb5a11a7d2432bb46365bef9f502")
-_SALT_D22 = bytes.fromhex("7fbcdb0e7c66bbe9193a96cd21519ebd7a02644a")
-_SALT_T050 = bytes.fromhex("7ff579e5acd072915580304c43a2367c60488310")
-_SALT_T051 = bytes.fromhex("7a4edef4e7ccee5fa4506c19124fc8ccda6e033d")
-_SALT_Q050 = bytes.fromhex("504574efd066fe2f9d945cfcdbd3a7f0d3b56b45")
+V1: int = _quic.V1
+V2: int = _quic.V2
+T050: int = _quic.T050
+T051: int = _quic.T051
+Q050: int = _quic.Q050
+MVFST_22: int = _quic.MVFST_22
+MVFST_27: int = _quic.MVFST_27
+MVFST_EXP: int = _quic.MVFST_EXP
 
-V1 = 0x00000001
-V2 = 0x6B3343CF
-T050 = 0x54303530
-T051 = 0x54303531
-Q050 = 0x51303530
-MVFST_22 = 0xFACEB001
-MVFST_27 = 0xFACEB002
-MVFST_EXP = 0xFACEB00E
-
-_FRAME_PADDING = 0x00
-_FRAME_PING = 0x01
-_FRAME_ACK = 0x02
-_FRAME_ACK_ECN = 0x03
-_FRAME_CRYPTO = 0x06
-_FRAME_CRYPTO_GQUIC = 0x08      # Google T05x number the CRYPTO frame 0x08
-
-
-@dataclass(frozen=True)
-class _Profile:
-    salt: bytes
-    labels: tuple[bytes, bytes, bytes]   # key, iv, hp labels (RFC 9001 5.1 / RFC 9369 3.3.2)
-    initial_type: int                    # long-header packet type bits of an Initial
-    crypto_frame: int
-
-
-_V1_LABELS = (b"quic key", b"quic iv", b"quic hp")
-_V2_LABELS = (b"quicv2 key", b"quicv2 iv", b"quicv2 hp")
-
-
-def _profile(version: int) -> _Profile | None:
-    """Keys and header layout for a version, or None when we cannot decrypt it."""
-    if version == V1:
-        return _Profile(_SALT_V1, _V1_LABELS, 0, _FRAME_CRYPTO)
-    if version == V2:
-        # RFC 9369 3.2: Initial is type 0b01 in v2.
-        return _Profile(_SALT_V2, _V2_LABELS, 1, _FRAME_CRYPTO)
-    if version == T050:
-        return _Profile(_SALT_T050, _V1_LABELS, 0, _FRAME_CRYPTO_GQUIC)
-    if version == T051:
-        return _Profile(_SALT_T051, _V1_LABELS, 0, _FRAME_CRYPTO_GQUIC)
-    if version == Q050:
-        return _Profile(_SALT_Q050, _V1_LABELS, 0, _FRAME_CRYPTO_GQUIC)
-    if version == MVFST_22:
-        return _Profile(_SALT_D22, _V1_LABELS, 0, _FRAME_CRYPTO)
-    if version in (MVFST_27, MVFST_EXP):
-        return _Profile(_SALT_D23, _V1_LABELS, 0, _FRAME_CRYPTO)
-    if version >> 8 == 0xFF0000:
-        draft = version & 0xFF
-        if draft == 22:
-            return _Profile(_SALT_D22, _V1_LABELS, 0, _FRAME_CRYPTO)
-        if 23 <= draft <= 28:
-            return _Profile(_SALT_D23, _V1_LABELS, 0, _FRAME_CRYPTO)
-        if 29 <= draft <= 32:
-            return _Profile(_SALT_D29, _V1_LABELS, 0, _FRAME_CRYPTO)
-        if 33 <= draft <= 34:
-            return _Profile(_SALT_V1, _V1_LABELS, 0, _FRAME_CRYPTO)
-    return None
+_V1_LABELS = (b"quic key", b"quic iv", b"quic hp")          # RFC 9001 5.1
+_V2_LABELS = (b"quicv2 key", b"quicv2 iv", b"quicv2 hp")    # RFC 9369 3.3.2
 
 
 def version_name(version: int) -> str:
@@ -169,33 +116,26 @@ def client_initial_keys(version: int, dcid: bytes) -> tuple[bytes, bytes, bytes]
 
     Raises ``ValueError`` for a version this module cannot decrypt.
     """
-    prof = _profile(version)
+    prof = _quic.version_profile(version)
     if prof is None:
         raise ValueError(f"unsupported QUIC version 0x{version:08x}")
-    secret = _hkdf_expand_label(_hkdf_extract(prof.salt, dcid), b"client in", 32)
-    k, iv, hp = prof.labels
+    salt, v2_labels, _, _ = prof
+    secret = _hkdf_expand_label(_hkdf_extract(salt, dcid), b"client in", 32)
+    k, iv, hp = _V2_LABELS if v2_labels else _V1_LABELS
     return (_hkdf_expand_label(secret, k, 16), _hkdf_expand_label(secret, iv, 12),
             _hkdf_expand_label(secret, hp, 16))
 
 
 @functools.lru_cache(maxsize=1024)
-def _client_ciphers(version: int, dcid: bytes) -> tuple[AESGCM, Cipher, int]:
-    """The AEAD, the header-protection cipher and the IV (as an int) of a connection's client
-    Initials, built once per DCID: building cipher objects cost more than decrypting a packet."""
+def initial_ciphers(version: int, dcid: bytes) -> tuple[AESGCM, CipherContext, bytes]:
+    """The AEAD, the header-protection AES-ECB encryptor and the IV of a connection's client
+    Initials, built once per DCID (building cipher objects costs more than decrypting a packet).
+
+    The encryptor is never finalised: ECB keeps no state between blocks, so each packet's mask is
+    one ``update`` of its 16-byte sample.  Raises ``ValueError`` for an unsupported version.
+    """
     key, iv, hp = client_initial_keys(version, dcid)
-    return AESGCM(key), Cipher(algorithms.AES(hp), modes.ECB()), int.from_bytes(iv, "big")
-
-
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    """RFC 9000 16: read a variable-length integer; raise IndexError when cut."""
-    first = buf[pos]
-    n = 1 << (first >> 6)
-    if pos + n > len(buf):
-        raise IndexError("varint cut")
-    v = first & 0x3F
-    for b in buf[pos + 1: pos + n]:
-        v = (v << 8) | b
-    return v, pos + n
+    return AESGCM(key), Cipher(algorithms.AES(hp), modes.ECB()).encryptor(), iv
 
 
 @dataclass
@@ -215,149 +155,13 @@ class QuicInitial:
     truncated: bool = False
 
 
-class _Reject(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def _frames(plain: bytes, crypto_type: int, out: QuicInitial) -> None:
-    """Walk the frames of a decrypted Initial payload (RFC 9000 12.4, 19)."""
-    pos, count, n = 0, 0, len(plain)
-    while pos < n:
-        count += 1
-        if count > MAX_FRAMES_PER_PACKET:
-            out.truncated = True
-            return
-        ftype = plain[pos]
-        if ftype == _FRAME_PADDING:
-            # A run of PADDING counts as one frame: real Initials carry hundreds of zero bytes.
-            pos = n - len(plain[pos:].lstrip(b"\x00"))
-            continue
-        if ftype == _FRAME_PING:
-            pos += 1
-        elif ftype in (_FRAME_ACK, _FRAME_ACK_ECN) and crypto_type == _FRAME_CRYPTO:
-            # ACK: largest, delay, range count, first range, ranges (gap, len)*, [3 ECN counts]
-            _, pos = _varint(plain, pos + 1)
-            _, pos = _varint(plain, pos)
-            ranges, pos = _varint(plain, pos)
-            _, pos = _varint(plain, pos)
-            if ranges > n:
-                raise _Reject("malformed")
-            for _ in range(ranges):
-                _, pos = _varint(plain, pos)
-                _, pos = _varint(plain, pos)
-            if ftype == _FRAME_ACK_ECN:
-                for _ in range(3):
-                    _, pos = _varint(plain, pos)
-        elif ftype == crypto_type:
-            off, pos = _varint(plain, pos + 1)
-            ln, pos = _varint(plain, pos)
-            if pos + ln > n:
-                raise _Reject("malformed")
-            out.frames.append((off, bytes(plain[pos: pos + ln])))
-            pos += ln
-        else:
-            # CONNECTION_CLOSE or a type not allowed in Initial packets: stop cleanly, keeping the
-            # CRYPTO data already read.
-            out.truncated = True
-            return
-
-
-def _decrypt_packets(datagram: bytes) -> QuicInitial:
-    """Decrypt every client Initial in the datagram, or raise _Reject(reason)."""
-    buf = bytes(datagram)
-    if len(buf) < 7 or not buf[0] & 0x80:
-        raise _Reject("not-quic")      # short header or too short for a long header
-    result: QuicInitial | None = None
-    pos = 0
-    for _ in range(MAX_PACKETS_PER_DATAGRAM):
-        try:
-            if pos >= len(buf) or not buf[pos] & 0x80:
-                break                      # the rest is a short-header packet or padding
-            if pos + 7 > len(buf):
-                break
-            first = buf[pos]
-            version = int.from_bytes(buf[pos + 1: pos + 5], "big")
-            if version == 0:
-                raise _Reject("not-initial")   # Version Negotiation (RFC 9000 17.2.1)
-            prof = _profile(version)
-            if prof is None:
-                if result is None:
-                    raise _Reject("unknown-version")
-                break
-            p = pos + 5
-            dcil = buf[p]
-            if dcil > 20 or p + 1 + dcil >= len(buf):
-                raise _Reject("malformed")
-            dcid = buf[p + 1: p + 1 + dcil]
-            p += 1 + dcil
-            scil = buf[p]
-            if scil > 20 or p + 1 + scil > len(buf):
-                raise _Reject("malformed")
-            scid = buf[p + 1: p + 1 + scil]
-            p += 1 + scil
-            try:
-                ptype = (first >> 4) & 0x03
-                if ptype != prof.initial_type:
-                    if result is None:
-                        raise _Reject("not-initial")
-                    # 0-RTT / Handshake packets after the Initial: skip them by their Length.
-                    if ptype == (prof.initial_type + 3) % 4:    # Retry has no Length: stop
-                        break
-                    length, p = _varint(buf, p)
-                    pos = p + length
-                    continue
-                token_len, p = _varint(buf, p)
-                p += token_len
-                length, p = _varint(buf, p)
-            except IndexError:
-                raise _Reject("malformed") from None
-            pn_offset = p
-            end = pn_offset + length
-            if end > len(buf) or length < 20:
-                raise _Reject("malformed")
-            if result is None:
-                result = QuicInitial(version, bytes(dcid), bytes(scid))
-            elif dcid != result.dcid:
-                break                      # a packet of another connection: not ours to decrypt
-            aead, hp_cipher, iv_int = _client_ciphers(version, result.dcid)
-            # RFC 9001 5.4.2: the sample starts 4 bytes after the packet number field's start.
-            sample = buf[pn_offset + 4: pn_offset + 20]
-            enc = hp_cipher.encryptor()
-            mask = enc.update(sample) + enc.finalize()
-            hdr0 = first ^ (mask[0] & 0x0F)
-            pn_len = (hdr0 & 0x03) + 1
-            pn_field = buf[pn_offset: pn_offset + pn_len]
-            pn_bytes = bytes(b ^ m for b, m in zip(pn_field, mask[1: 1 + pn_len]))
-            header = bytes([hdr0]) + buf[pos + 1: pn_offset] + pn_bytes
-            pn = int.from_bytes(pn_bytes, "big")
-            nonce = (iv_int ^ pn).to_bytes(12, "big")
-            try:
-                plain = aead.decrypt(nonce, buf[pn_offset + pn_len: end], header)
-            except InvalidTag:
-                if result.packets == 0:
-                    raise _Reject("decrypt-failed") from None
-                break
-            result.packets += 1
-            try:
-                _frames(plain, prof.crypto_frame, result)
-            except (IndexError, _Reject):
-                # A frame runs past the payload: keep the CRYPTO data read before it, if any.
-                result.truncated = True
-                if not result.frames:
-                    raise _Reject("malformed") from None
-                break
-            pos = end
-        except _Reject:
-            # A broken later packet (or frame) does not cost the CRYPTO data already decrypted.
-            if result is None or not result.frames:
-                raise
-            result.truncated = True
-            break
-    if result is None or result.packets == 0:
-        raise _Reject("not-quic" if result is None else "decrypt-failed")
-    return result
+def decrypt_initial(datagram: bytes) -> tuple[str, QuicInitial | None]:
+    """``("ok", initial)`` or ``(reason, None)`` in one pass; the reason is one of ``"not-quic"``,
+    ``"not-initial"``, ``"unknown-version"``, ``"decrypt-failed"``, ``"malformed"``."""
+    status, version, dcid, scid, frames, packets, truncated = _quic.open_initials(datagram, initial_ciphers)
+    if status:
+        return _quic.QS_NAMES[status], None
+    return "ok", QuicInitial(version, dcid, scid, frames, packets, truncated)
 
 
 def initial_crypto_frames(datagram: bytes) -> QuicInitial | None:
@@ -367,29 +171,14 @@ def initial_crypto_frames(datagram: bytes) -> QuicInitial | None:
     datagram is not a client Initial this module can decrypt (see :func:`quic_reason` for why).
     Never raises on bad input.
     """
-    try:
-        return _decrypt_packets(datagram)
-    except _Reject:
-        return None
-
-
-def decrypt_initial(datagram: bytes) -> tuple[str, QuicInitial | None]:
-    """``("ok", frames)`` or ``(reason, None)`` in one pass (the flow table's entry point)."""
-    try:
-        return "ok", _decrypt_packets(datagram)
-    except _Reject as exc:
-        return exc.reason, None
+    return decrypt_initial(datagram)[1]
 
 
 def quic_reason(datagram: bytes) -> str:
     """Why :func:`initial_crypto_frames` returns None: ``"ok"`` when it does not, else one of
     ``"not-quic"``, ``"not-initial"``, ``"unknown-version"``, ``"decrypt-failed"``, ``"malformed"``.
     """
-    try:
-        _decrypt_packets(datagram)
-    except _Reject as exc:
-        return exc.reason
-    return "ok"
+    return decrypt_initial(datagram)[0]
 
 
 def reassemble_crypto(frames: list[tuple[int, bytes]], limit: int = MAX_CRYPTO_BYTES) -> bytes:
