@@ -11,7 +11,6 @@ address rule matching the client address.  ``matched_on`` says which: "name", "i
 """
 from __future__ import annotations
 
-import ipaddress
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
@@ -19,7 +18,6 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 import numpy as np
 
 from ._build_check import import_compiled
-from .errors import InvalidNameError
 from .flow.records import RecordBatch
 from .flow.tracker import FlowTracker
 
@@ -49,15 +47,12 @@ def _ips_as_rule_ids(clf: "Classifier", raw: np.ndarray, version: np.ndarray) ->
     return ids
 
 
-def _address_text(raw: np.ndarray, version: int) -> str:
-    return str(ipaddress.ip_address(bytes(raw[:4]) if version == 4 else bytes(raw)))
-
-
 def apply_verdicts(clf: "Classifier", batch: RecordBatch, match_client_ip: bool = False) -> RecordBatch:
     """Fill the verdict columns (action, category, rule, lists, matched_on) of ``batch`` in place.
 
-    The matching itself is three batch calls; Python work is done only for the flows that matched,
-    so the cost of a batch of unmatched flows is a few numpy operations.
+    The matching itself is three batch calls; the action, category and rule text columns are array
+    takes from per-rule values the classifier builds once; Python work per matched flow is one
+    memo look-up for its ``lists``.  A batch of unmatched flows costs a few numpy operations.
     """
     n = len(batch)
     if n == 0:
@@ -75,39 +70,40 @@ def apply_verdicts(clf: "Classifier", batch: RecordBatch, match_client_ip: bool 
         rule_id = np.where(use_client, client_ids, rule_id)
         on_code = np.where(use_client, 2, on_code)
 
-    matched = np.flatnonzero(rule_id >= 0).tolist()
-    if not matched:
+    matched = np.flatnonzero(rule_id >= 0)
+    if not len(matched):
         return batch
-    actions: list[Any] = [None] * n
-    categories: list[Any] = [None] * n
-    rules: list[Any] = [None] * n
+    ids, codes = rule_id[matched], on_code[matched]
+    columns = [np.full(n, None, dtype=object) for _ in range(4)]    # action, category, rule, on
+    for col, values in zip(columns, (*clf._verdict_columns(ids), _MATCHED_ON[codes])):
+        col[matched] = values
+    # Every list that matched, not only the winner's: one single-query answer per distinct query.
     lists: list[Any] = [()] * n          # one shared empty value for the unmatched flows
-    on: list[Any] = [None] * n
-    cache: dict[tuple[int, str], tuple[str, ...]] = {}
-    for i in matched:
-        rule = clf.rules[int(rule_id[i])]
-        code = int(on_code[i])
-        actions[i], categories[i], rules[i] = rule.action, rule.category or None, str(rule)
-        on[i] = _MATCHED_ON[code]
-        if code == 0:
-            query = (batch.name_bytes(i) or b"").decode("ascii", "replace")
-        else:
-            raw = arr["server_ip_raw" if code == 1 else "client_ip_raw"][i]
-            query = _address_text(raw, int(arr["ip_version"][i]))
-        # Every list that matched, not only the winner's: one single-query call per distinct query.
-        key = (code, query)
-        if key not in cache:
-            try:
-                m = clf.match_name(query) if code == 0 else clf.match_ip(query)
-            except (InvalidNameError, ValueError):
-                m = None
-            cache[key] = m.lists if m is not None else (rule.source,)
-        lists[i] = list(cache[key])
-    batch.set_verdicts(actions, categories, rules, lists, on)
+    for i, query, rid in zip(matched.tolist(), _queries(batch, buf, matched, codes), ids.tolist()):
+        lists[i] = list(clf._flow_lists(query, rid))
+    action, category, rule, on = (col.tolist() for col in columns)
+    batch.set_verdicts(action, category, rule, lists, on)
     return batch
 
 
-_MATCHED_ON = ("name", "ip", "client-ip")
+def _queries(batch: RecordBatch, names: bytes, rows: np.ndarray, codes: np.ndarray) -> list[tuple[int, bytes]]:
+    """What each matched flow matched on: ``(0, raw name)`` or ``(4 or 6, packed address)``."""
+    arr = batch.array
+    out: list[tuple[int, bytes]] = [(0, b"")] * len(rows)
+    by_name = np.flatnonzero(codes == 0)
+    starts = arr["name_off"][rows[by_name]].tolist()
+    ends = (arr["name_off"][rows[by_name]] + arr["name_len"][rows[by_name]]).tolist()
+    for j, a, b in zip(by_name.tolist(), starts, ends):
+        out[j] = (0, names[a:b])
+    for j in np.flatnonzero(codes != 0).tolist():
+        i = int(rows[j])
+        version = int(arr["ip_version"][i])
+        raw = arr["server_ip_raw" if codes[j] == 1 else "client_ip_raw"][i]
+        out[j] = (version, raw[:4].tobytes() if version == 4 else raw.tobytes())
+    return out
+
+
+_MATCHED_ON = np.array(["name", "ip", "client-ip"], dtype=object)
 
 
 class Classification:

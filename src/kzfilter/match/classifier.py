@@ -163,6 +163,18 @@ def _interned(values: list[str]) -> tuple[list[str], np.ndarray]:
     return list(table), codes
 
 
+class _Memo(dict):  # type: ignore[type-arg]
+    """A dict that empties itself when full: per-classifier caches of derived values, bounded."""
+
+    LIMIT = 1 << 16
+
+    def remember(self, key: Any, value: Any) -> Any:
+        if len(self) >= self.LIMIT:
+            self.clear()
+        self[key] = value
+        return value
+
+
 class Classifier:
     """A compiled rule set: ``match_name``/``match_ip`` for one query, ``match_names``/``match_ips`` in batch.
 
@@ -190,6 +202,7 @@ class Classifier:
         self._rule_table = RuleTable(self)
         for i, r in enumerate(rules):  # the Rule objects we were given are the canonical ones
             self._rule_table._cache[i] = r
+        self._memo = _Memo()
 
     # -- construction -------------------------------------------------------------------------------
     def _priority_base(self) -> np.ndarray:
@@ -349,6 +362,45 @@ class Classifier:
             ids[~is_v4] = self._ips.lookup_v6(np.ascontiguousarray(v6.reshape(-1, 16)))
         return BatchResult(self, ids, np.zeros(len(ids), np.uint8))
 
+    # -- verdict columns of flow records -------------------------------------------------------------
+    def _verdict_columns(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(action, category or None, str(rule))`` object arrays for rule ids (all >= 0).
+
+        ``str(rule)`` is built once per rule and remembered, so a batch of matched flows costs
+        array takes and one string per rule not seen before, not Python calls per flow.
+        """
+        uniq, inverse = np.unique(ids, return_inverse=True)
+        memo = self._memo
+        texts = np.empty(len(uniq), dtype=object)
+        for j, i in enumerate(uniq.tolist()):
+            text = memo.get(("rule", i))
+            texts[j] = text if text is not None else memo.remember(("rule", i), str(self.rules[i]))
+        categories = memo.get("categories")
+        if categories is None:
+            categories = memo.remember("categories", np.array(
+                [c or None for c in self._category_names], dtype=object))
+        return ACTION_NAMES[self._actions[ids]], categories[self._categories[ids]], texts[inverse.ravel()]
+
+    def _flow_lists(self, query: tuple[int, bytes], rule_id: int) -> tuple[str, ...]:
+        """Every list matching a flow's name or address, winner first (the ``lists`` column).
+
+        ``query``: ``(0, raw name bytes)`` or ``(4 or 6, packed address)``; ``rule_id`` the
+        winning rule, whose list stands alone when the single-query call cannot take the query
+        (a name with non-ASCII bytes, read as ASCII with U+FFFD, is not a valid host name).  The
+        batch calls give the winner only, hence one ``match_name``/``match_ip`` per distinct query,
+        remembered for the classifier's life (a capture asks for the same few names again and again).
+        """
+        lists = self._memo.get(query)
+        if lists is None:
+            kind, raw = query
+            try:
+                m = (self.match_name(raw.decode("ascii", "replace")) if kind == 0
+                     else self.match_ip(ipaddress.ip_address(raw)))
+            except (InvalidNameError, ValueError):
+                m = None
+            lists = self._memo.remember(query, m.lists if m is not None else (self.rules[rule_id].source,))
+        return lists
+
     # -- flows --------------------------------------------------------------------------------------
     def classify(self, paths: Any, *, workers: int = 1, match_client_ip: bool = False,
                  **flow_options: Any) -> Any:
@@ -426,6 +478,7 @@ class Classifier:
         self._names = _automaton.NameAutomaton.from_bytes(bytes(sections[11]))
         self._ips = _prefixes.PrefixSet.from_bytes(bytes(sections[12]))
         self._rule_table = RuleTable(self)
+        self._memo = _Memo()
         return self
 
     def save(self, path: str | Path) -> None:
