@@ -120,6 +120,8 @@ ctypedef struct cap_state_t:
     uint64_t over_snaplen
     size_t peak_cap
     size_t released       # mapped files: bytes [0, released) handed back to the kernel
+    size_t ahead          # mapped files: bytes [pos, ahead) were prefetched into the cache
+    size_t populated      # mapped files: page tables of bytes [.., populated) were filled
     frame_t iter_frames[ITER_BATCH]
 
 
@@ -128,6 +130,8 @@ ctypedef struct cap_state_t:
 # more: see fill) are handed back every RELEASE_BYTES; they stay in the page cache, and touching
 # them again re-reads the file, so this is safe even for a caller that keeps an old pointer.
 cdef enum:
+    POPULATE_BYTES = 1 << 20   # page tables of a mapped capture are filled this much at a time
+    PREFETCH_BYTES = 16384   # how far ahead of the read position a mapped capture is prefetched
     RELEASE_BYTES = 32 << 20
 
 
@@ -553,6 +557,54 @@ cdef int _stop_truncated(CaptureReader self) except -1:
     return ST_END
 
 
+cdef extern from *:
+    """
+    #if defined(_WIN32)
+    static int kz_populate(void* addr, size_t length) { (void)addr; (void)length; return -1; }
+    #else
+    #include <sys/mman.h>
+    #ifndef MADV_POPULATE_READ
+    #define MADV_POPULATE_READ 22   /* Linux 5.14 */
+    #endif
+    /* Fill the page tables of a mapped range; elsewhere (or before Linux 5.14) an error that
+       changes nothing: the pages are then mapped by faults, as without this call. */
+    static int kz_populate(void* addr, size_t length) { return madvise(addr, length, MADV_POPULATE_READ); }
+    #endif
+    """
+    void _prefetch "__builtin_prefetch"(const void* p) noexcept nogil
+    int _populate "kz_populate"(void* addr, size_t length) noexcept nogil
+
+
+cdef inline void _prefetch_ahead(cap_state_t* st) noexcept nogil:
+    """Map and prefetch the next bytes of a mapped capture, ahead of the read position.
+
+    Each record header gives the length of its record, hence the place of the next header: read
+    cold, the headers are a chain of dependent DRAM misses (measured: 95% of fill()'s time and a
+    quarter of the flow table's on 1.2 KB frames), and the hardware prefetcher, seeing one line per
+    frame, does not help.  So the page tables of the next POPULATE_BYTES are filled in one call (a
+    prefetch of an unmapped page is dropped; one call replaces many page faults) and the cache
+    lines of the next PREFETCH_BYTES are requested in order.  Measured on a 600k-frame capture:
+    the flow table 16% faster whole, 17% for one of two shards.
+    """
+    cdef size_t want = st.pos + PREFETCH_BYTES
+    cdef size_t chunk = st.pos & ~(<size_t>(POPULATE_BYTES - 1)), upto
+    if want > st.end:
+        want = st.end
+    if st.populated < want:
+        if st.populated < chunk:
+            st.populated = chunk
+        upto = chunk + 2 * POPULATE_BYTES
+        if upto > st.end:
+            upto = st.end
+        _populate(<void*>(st.base + st.populated), upto - st.populated)
+        st.populated = upto
+    if st.ahead < st.pos:
+        st.ahead = st.pos & ~(<size_t>63)
+    while st.ahead < want:
+        _prefetch(st.base + st.ahead)
+        st.ahead += 64
+
+
 cdef int _step_pcap(CaptureReader self, frame_t* f, Py_ssize_t n) except -1:
     cdef cap_state_t* st = <cap_state_t*>self._state
     cdef const uint8_t* p
@@ -890,6 +942,8 @@ cdef class CaptureReader:
                 r = _step_pcapng(self, &frames[n], n)
             if r == ST_FRAME:
                 n += 1
+                if st.mapped:
+                    _prefetch_ahead(st)
             elif r == ST_YIELD:
                 break
             elif r == ST_END:
