@@ -163,7 +163,7 @@ def _interned(values: list[str]) -> tuple[list[str], np.ndarray]:
     return list(table), codes
 
 
-class _Memo(dict):  # type: ignore[type-arg]
+class _Memo(dict[Any, Any]):
     """A dict that empties itself when full: per-classifier caches of derived values, bounded."""
 
     LIMIT = 1 << 16
