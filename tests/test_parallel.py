@@ -122,23 +122,35 @@ def test_progress_counts_each_byte_once(clf, synthetic):
         assert sum(seen) == expected and min(seen) >= 0, workers
 
 
-def test_rules_loaded_once_per_worker(clf, tmp_path, monkeypatch):
-    if mp.get_start_method(allow_none=True) not in (None, "fork"):
-        pytest.fail("this test inherits a patched Classifier.load through fork")
+def _count_calls(monkeypatch, name: str) -> list[str]:
+    """Patch Classifier.<name> (a method or classmethod) to record its calls in this process."""
     from kzfilter.match.classifier import Classifier
 
-    log = tmp_path / "loads"
-    original = Classifier.load.__func__
+    calls: list[str] = []
+    original = getattr(Classifier, name)
+    if name == "load":
+        func = original.__func__
+        monkeypatch.setattr(Classifier, name, classmethod(lambda cls, path: calls.append(name) or func(cls, path)))
+    else:
+        monkeypatch.setattr(Classifier, name, lambda self, path: calls.append(name) or original(self, path))
+    return calls
 
-    def counting_load(cls, path):
-        with open(log, "a") as fh:
-            fh.write("x\n")
-        return original(cls, path)
 
-    monkeypatch.setattr(Classifier, "load", classmethod(counting_load))
+def test_forked_workers_inherit_the_classifier(clf, monkeypatch):
+    # Nothing is saved or loaded: the workers start with the parent's compiled classifier.
+    saves, loads = _count_calls(monkeypatch, "save"), _count_calls(monkeypatch, "load")
     monkeypatch.setenv("KZFILTER_MP_START", "fork")
-    list(clf.classify([DEMO] * 6, workers=2).batches())
-    assert log.read_text().count("x") == 2
+    got, _ = _run(clf, [DEMO] * 6, 2)
+    assert saves == [] and loads == []
+    pd.testing.assert_frame_equal(got, _run(clf, [DEMO] * 6, 1)[0])
+
+
+def test_spawned_workers_get_one_saved_rule_set(clf, monkeypatch):
+    saves = _count_calls(monkeypatch, "save")
+    monkeypatch.setenv("KZFILTER_MP_START", "spawn")
+    got, _ = _run(clf, [DEMO] * 3, 2)
+    assert saves == ["save"]
+    pd.testing.assert_frame_equal(got, _run(clf, [DEMO] * 3, 1)[0])
 
 
 def test_errors_reach_the_parent(clf, tmp_path):

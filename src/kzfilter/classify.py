@@ -81,7 +81,7 @@ def apply_verdicts(clf: "Classifier", batch: RecordBatch, match_client_ip: bool 
     lists: list[Any] = [()] * n          # one shared empty value for the unmatched flows
     for i, query, rid in zip(matched.tolist(), _queries(batch, buf, matched, codes), ids.tolist()):
         lists[i] = list(clf._flow_lists(query, rid))
-    action, category, rule, on = (col.tolist() for col in columns)
+    action, category, rule, on = columns
     batch.set_verdicts(action, category, rule, lists, on)
     return batch
 

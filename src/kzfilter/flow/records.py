@@ -228,8 +228,9 @@ class RecordBatch:
         self._names = bytes(names)
         self._alpn = bytes(alpn)
         self._captures = list(captures) or [""]
-        # Verdict columns exist only once set (no per-record Python objects until then).
-        self._verdicts: dict[str, list[Any]] = {}
+        # Verdict columns exist only once set: numpy object arrays, so that concatenating and
+        # reordering batches (the parallel merge) are array operations, not Python loops.
+        self._verdicts: dict[str, np.ndarray] = {}
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -244,7 +245,7 @@ class RecordBatch:
         arrs, names, alpns = [], [], []
         name_base = alpn_base = 0
         for b in batches:
-            a = b._arr.copy()
+            a = _raw(b._arr).copy().view(RECORD_DTYPE)
             a["name_off"] += name_base
             a["alpn_off"] += alpn_base
             remap = np.array([_index_of(captures, c) for c in b._captures], dtype=np.uint16)
@@ -254,10 +255,21 @@ class RecordBatch:
             alpns.append(b._alpn)
             name_base += len(b._names)
             alpn_base += len(b._alpn)
-        out = cls(np.concatenate(arrs), b"".join(names), b"".join(alpns), captures or [""])
+        out = cls(np.concatenate([_raw(a) for a in arrs]).view(RECORD_DTYPE), b"".join(names),
+                  b"".join(alpns), captures or [""])
         for key in _VERDICT_FIELDS:
             if any(key in b._verdicts for b in batches):
-                out._verdicts[key] = [v for b in batches for v in b._verdict(key)]
+                out._verdicts[key] = np.concatenate([b._verdict_array(key) for b in batches])
+        return out
+
+    def take(self, order: np.ndarray) -> "RecordBatch":
+        """A new batch with the records at positions ``order`` (arenas repacked, verdicts kept)."""
+        arr = _raw(self._arr)[order].view(RECORD_DTYPE)
+        names, arr["name_off"] = _gather(self._names, arr["name_off"], arr["name_len"])
+        alpn, arr["alpn_off"] = _gather(self._alpn, arr["alpn_off"], arr["alpn_len"])
+        out = RecordBatch(arr, names, alpn, self._captures)
+        for key, values in self._verdicts.items():
+            out._verdicts[key] = values[order]
         return out
 
     # -- access -------------------------------------------------------------------------------
@@ -317,9 +329,14 @@ class RecordBatch:
 
     def _verdict(self, key: str) -> list[Any]:
         if key in self._verdicts:
-            return list(self._verdicts[key])
+            return self._verdicts[key].tolist()
         n = len(self._arr)
         return [[] for _ in range(n)] if key == "lists" else [None] * n
+
+    def _verdict_array(self, key: str) -> np.ndarray:
+        if key in self._verdicts:
+            return self._verdicts[key]
+        return np.fromiter(self._verdict(key), dtype=object, count=len(self._arr))
 
     @staticmethod
     def _strings(arena: bytes, offs: np.ndarray, lens: np.ndarray, present: np.ndarray) -> list:
@@ -343,7 +360,7 @@ class RecordBatch:
             raise IndexError(i)
         sub = RecordBatch(self._arr[i:i + 1], self._names, self._alpn, self._captures)
         for key, values in self._verdicts.items():
-            sub._verdicts[key] = [values[i]]
+            sub._verdicts[key] = values[i:i + 1]
         return next(iter(sub))
 
     # -- verdicts -----------------------------------------------------------------------------
@@ -356,7 +373,11 @@ class RecordBatch:
                             ("lists", lists), ("matched_on", matched_on)):
             if values is None:
                 continue
-            values = list(values.tolist() if isinstance(values, np.ndarray) else values)
+            if isinstance(values, np.ndarray) and values.dtype == object and values.ndim == 1:
+                values = values.copy()
+            else:
+                seq = values.tolist() if isinstance(values, np.ndarray) else list(values)
+                values = np.fromiter(seq, dtype=object, count=len(seq))
             if len(values) != n:
                 raise ValueError(f"{key}: {len(values)} values for {n} records")
             self._verdicts[key] = values
@@ -385,6 +406,26 @@ class RecordBatch:
 
     def __repr__(self) -> str:
         return f"RecordBatch({len(self)} records)"
+
+
+def _raw(arr: np.ndarray) -> np.ndarray:
+    """The records as opaque fixed-size items: numpy copies, concatenates and takes those with
+    one memcpy per record, a structured array field by field (measured 4x slower)."""
+    return arr.view(np.dtype((np.void, RECORD_DTYPE.itemsize)))
+
+
+def _gather(arena: bytes, offs: np.ndarray, lens: np.ndarray) -> tuple[bytes, np.ndarray]:
+    """The arena slices in the given order, packed; returns (bytes, new offsets as uint32)."""
+    lens = lens.astype(np.int64)
+    new_off = np.zeros(len(lens), dtype=np.int64)
+    if len(lens) > 1:
+        np.cumsum(lens[:-1], out=new_off[1:])
+    total = int(lens.sum())
+    if total == 0:
+        return b"", np.zeros(len(lens), np.uint32)
+    src = np.frombuffer(arena, dtype=np.uint8)
+    idx = np.repeat(offs.astype(np.int64) - new_off, lens) + np.arange(total, dtype=np.int64)
+    return src[idx].tobytes(), new_off.astype(np.uint32)
 
 
 def _index_of(items: list[str], item: str) -> int:
