@@ -28,6 +28,7 @@ shard 0 counts, so the total is the captures' size once); the parent reports the
 """
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 import os
 import queue as queue_mod
@@ -241,7 +242,11 @@ def parallel_batches(result: "Classification", workers: int,
         rules = os.path.join(tmp, "rules.kzr")
         result.clf.save(rules)   # saved once, loaded once per worker
     result.counters = {}
-    pool = _Pool(ctx, plans, rules, result, chunk_frames, progress_from)
+    gc.freeze()   # forked workers: the parent's objects (the rule set) are not traversed by their
+    try:          # collector, which would touch, hence copy, every page that holds one
+        pool = _Pool(ctx, plans, rules, result, chunk_frames, progress_from)
+    finally:
+        gc.unfreeze()
     try:
         for i in range(len(paths)):
             if sharded:
