@@ -43,7 +43,7 @@ gave the server address as an A/AAAA answer still within its TTL).
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 
@@ -364,23 +364,19 @@ class RecordBatch:
         return next(iter(sub))
 
     # -- verdicts -----------------------------------------------------------------------------
-    def set_verdicts(self, action: Sequence[Any], category: Sequence[Any] | None = None,
-                     rule: Sequence[Any] | None = None, lists: Sequence[Any] | None = None,
-                     matched_on: Sequence[Any] | None = None) -> None:
+    def set_verdicts(self, action: _Column, category: _Column | None = None,
+                     rule: _Column | None = None, lists: _Column | None = None,
+                     matched_on: _Column | None = None) -> None:
         """Set the verdict columns in batch; each argument has one entry per record (or None)."""
         n = len(self)
         for key, values in (("action", action), ("category", category), ("rule", rule),
                             ("lists", lists), ("matched_on", matched_on)):
             if values is None:
                 continue
-            if isinstance(values, np.ndarray) and values.dtype == object and values.ndim == 1:
-                values = values.copy()
-            else:
-                seq = values.tolist() if isinstance(values, np.ndarray) else list(values)
-                values = np.fromiter(seq, dtype=object, count=len(seq))
-            if len(values) != n:
-                raise ValueError(f"{key}: {len(values)} values for {n} records")
-            self._verdicts[key] = values
+            column = _object_column(values)
+            if len(column) != n:
+                raise ValueError(f"{key}: {len(column)} values for {n} records")
+            self._verdicts[key] = column
 
     # -- export -------------------------------------------------------------------------------
     def to_pandas(self) -> Any:
@@ -406,6 +402,17 @@ class RecordBatch:
 
     def __repr__(self) -> str:
         return f"RecordBatch({len(self)} records)"
+
+
+_Column = Union[Sequence[Any], np.ndarray]
+
+
+def _object_column(values: _Column) -> np.ndarray:
+    """A private 1-d object array of the values (their elements kept as they are, lists too)."""
+    if isinstance(values, np.ndarray) and values.dtype == object and values.ndim == 1:
+        return values.copy()
+    seq = values.tolist() if isinstance(values, np.ndarray) else list(values)
+    return np.fromiter(seq, dtype=object, count=len(seq))
 
 
 def _raw(arr: np.ndarray) -> np.ndarray:
