@@ -29,7 +29,6 @@ Example::
 from __future__ import annotations
 
 import functools
-import hashlib
 import hmac
 import struct
 from dataclasses import dataclass, field
@@ -96,7 +95,7 @@ def version_name(version: int) -> str:
 # --- RFC 5869 HKDF and RFC 8446 7.1 HKDF-Expand-Label, SHA-256 only ------------------------------
 
 def _hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
-    return hmac.new(salt, ikm, hashlib.sha256).digest()
+    return hmac.digest(salt, ikm, "sha256")   # one-shot: OpenSSL's HMAC without a Python object
 
 
 def _hkdf_expand_label(secret: bytes, label: bytes, length: int) -> bytes:
@@ -104,7 +103,7 @@ def _hkdf_expand_label(secret: bytes, label: bytes, length: int) -> bytes:
     info = struct.pack("!HB", length, len(full)) + full + b"\x00"
     out, block, i = b"", b"", 1
     while len(out) < length:
-        block = hmac.new(secret, block + info + bytes([i]), hashlib.sha256).digest()
+        block = hmac.digest(secret, block + info + bytes([i]), "sha256")
         out += block
         i += 1
     return out[:length]
