@@ -86,7 +86,7 @@ def reference(clf: Classifier, batch: RecordBatch, match_client_ip: bool) -> dic
                 if local >= 0:
                     rid, on, query = int(local), label, addr
         if rid < 0:
-            for k, v in (("action", None), ("category", None), ("rule", None), ("lists", ()),
+            for k, v in (("action", None), ("category", None), ("rule", None), ("lists", []),
                          ("matched_on", None)):
                 out[k].append(v)
             continue

@@ -78,9 +78,10 @@ def apply_verdicts(clf: "Classifier", batch: RecordBatch, match_client_ip: bool 
     for col, values in zip(columns, (*clf._verdict_columns(ids), _MATCHED_ON[codes])):
         col[matched] = values
     # Every list that matched, not only the winner's: one single-query answer per distinct query.
-    lists: list[Any] = [()] * n          # one shared empty value for the unmatched flows
+    lists = np.empty(n, dtype=object)
+    lists.fill(())                       # one shared empty tuple for the unmatched flows
     for i, query, rid in zip(matched.tolist(), _queries(batch, buf, matched, codes), ids.tolist()):
-        lists[i] = list(clf._flow_lists(query, rid))
+        lists[i] = clf._flow_lists(query, rid)      # a tuple, shared by the flows of one query
     action, category, rule, on = columns
     batch.set_verdicts(action, category, rule, lists, on)
     return batch

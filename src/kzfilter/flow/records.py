@@ -215,7 +215,7 @@ class RecordBatch:
 
     The fixed-width fields live in one numpy structured array (:data:`RECORD_DTYPE`); names and
     ALPN strings live in byte arenas addressed by ``name_off``/``name_len`` (packed in record
-    order, so ``names_packed()`` is free); verdict columns are Python lists set in batch.
+    order, so ``names_packed()`` is free); verdict columns are object arrays set in batch.
     """
 
     __slots__ = ("_arr", "_names", "_alpn", "_captures", "_verdicts")
@@ -242,21 +242,19 @@ class RecordBatch:
         if len(batches) == 1:
             return batches[0]
         captures: list[str] = []
-        arrs, names, alpns = [], [], []
-        name_base = alpn_base = 0
+        arr = np.concatenate([_raw(b._arr) for b in batches]).view(RECORD_DTYPE)   # one copy
+        start = name_base = alpn_base = 0
         for b in batches:
-            a = _raw(b._arr).copy().view(RECORD_DTYPE)
-            a["name_off"] += name_base
-            a["alpn_off"] += alpn_base
+            part = arr[start:start + len(b)]   # a view: the offsets are rebased in place
+            part["name_off"] += name_base
+            part["alpn_off"] += alpn_base
             remap = np.array([_index_of(captures, c) for c in b._captures], dtype=np.uint16)
-            a["capture_idx"] = remap[a["capture_idx"]]
-            arrs.append(a)
-            names.append(b._names)
-            alpns.append(b._alpn)
+            part["capture_idx"] = remap[part["capture_idx"]]
+            start += len(b)
             name_base += len(b._names)
             alpn_base += len(b._alpn)
-        out = cls(np.concatenate([_raw(a) for a in arrs]).view(RECORD_DTYPE), b"".join(names),
-                  b"".join(alpns), captures or [""])
+        out = cls(arr, b"".join(b._names for b in batches), b"".join(b._alpn for b in batches),
+                  captures or [""])
         for key in _VERDICT_FIELDS:
             if any(key in b._verdicts for b in batches):
                 out._verdicts[key] = np.concatenate([b._verdict_array(key) for b in batches])
@@ -328,15 +326,16 @@ class RecordBatch:
         raise KeyError(f"no record field {name!r}")
 
     def _verdict(self, key: str) -> list[Any]:
-        if key in self._verdicts:
-            return self._verdicts[key].tolist()
-        n = len(self._arr)
-        return [[] for _ in range(n)] if key == "lists" else [None] * n
+        values = self._verdict_array(key).tolist()
+        # ``lists`` is stored as tuples (one shared () for every unmatched flow); callers get lists
+        return [list(v) for v in values] if key == "lists" else values
 
     def _verdict_array(self, key: str) -> np.ndarray:
         if key in self._verdicts:
             return self._verdicts[key]
-        return np.fromiter(self._verdict(key), dtype=object, count=len(self._arr))
+        column = np.empty(len(self._arr), dtype=object)
+        column.fill(() if key == "lists" else None)
+        return column
 
     @staticmethod
     def _strings(arena: bytes, offs: np.ndarray, lens: np.ndarray, present: np.ndarray) -> list:
