@@ -33,6 +33,7 @@ RUNS = {
     "fuzz_quic": 600,
     "fuzz_reassembly": 1500,
     "fuzz_rules": 2000,
+    "fuzz_names": 20000,
 }
 
 
