@@ -43,7 +43,7 @@ from .flow.records import RecordBatch
 if TYPE_CHECKING:
     from .classify import Classification
 
-__all__ = ["parallel_batches", "shard_batches", "merge_sorted", "take"]
+__all__ = ["parallel_batches", "shard_batches", "merge_sorted"]
 
 # Messages a worker can have queued before it waits for the parent: bounds memory.
 QUEUE_DEPTH = 4
@@ -54,11 +54,6 @@ POLL_S = 0.2
 # ---------------------------------------------------------------------------------------------
 # Record batch helpers
 # ---------------------------------------------------------------------------------------------
-
-def take(batch: RecordBatch, order: np.ndarray) -> RecordBatch:
-    """A new batch with the records of ``batch`` in ``order`` (see :meth:`RecordBatch.take`)."""
-    return batch.take(order)
-
 
 def merge_sorted(batches: Sequence[RecordBatch]) -> RecordBatch:
     """Merge batches each sorted on (emitted_ns, flow_id) into one batch sorted on that key."""

@@ -528,11 +528,14 @@ cdef class FlowTable:
     cdef frame_t* frames
     cdef packet_t pkt
     cdef dns_info_t dns
+    cdef int64_t dns_frame      # the frame (cur_frame) whose UDP payload `dns` holds, or -1
+    cdef int dns_status         # dns_message's status for it
     cdef counters_t c
     cdef uint64_t oom
 
 
     def __cinit__(self, *args, **kwargs):
+        self.dns_frame = -1
         self.free_head = -1
         self.age_head = self.age_tail = -1
         for i in range(3):
@@ -1021,6 +1024,7 @@ cdef class FlowTable:
                     self._give_up(f, NN_LIMIT)
                 return
             st = dns_message(s + 2, mlen, &self.dns)
+            self.dns_frame = -1      # self.dns no longer holds a UDP payload's parse
             if st == NS_FOUND:
                 self._set_name(f, self.dns.name, self.dns.name_len, SRC_DNS_QUERY)
             elif st == NS_NO_NAME:
@@ -1074,13 +1078,21 @@ cdef class FlowTable:
         if rc == 1 and r.contig:
             self._parse_tcp(f, r.buf, r.contig, r.contig >= r.limit)
 
+    cdef int _parse_dns(self) noexcept nogil:
+        """Parse the UDP payload of self.pkt into self.dns, once per frame (the split test of a
+        DNS flow and the flow's naming both read it)."""
+        if self.dns_frame != self.cur_frame:
+            self.dns_status = dns_message(self.pkt.payload, self.pkt.payload_len, &self.dns)
+            self.dns_frame = self.cur_frame
+        return self.dns_status
+
     cdef int _dns_datagram(self, int64_t ts) noexcept nogil:
         """Parse the UDP payload of self.pkt as DNS; store the A/AAAA answers of a response in
         the association table.  Every shard runs this for every DNS datagram (owned or not), so
         the association tables of all shards are identical."""
         cdef packet_t* p = &self.pkt
         cdef uint32_t i
-        cdef int st = dns_message(p.payload, p.payload_len, &self.dns)
+        cdef int st = self._parse_dns()
         if (st == NS_FOUND or st == NS_MALFORMED) and self.dns.is_response and self.dns_assoc \
                 and self.dns.name_len:
             for i in range(self.dns.n_answers):
@@ -1276,7 +1288,7 @@ cdef class FlowTable:
         if (f.mode != MODE_DNS_UDP or f.name == NULL or f.name_source != SRC_DNS_QUERY
                 or p.payload_len < 12 or p.payload[2] & 0x80):   # QR bit set: a response
             return False
-        if dns_message(p.payload, p.payload_len, &self.dns) != NS_FOUND or self.dns.is_response:
+        if self._parse_dns() != NS_FOUND or self.dns.is_response:
             return False
         return self.dns.name_len != f.name_len or memcmp(self.dns.name, f.name, f.name_len) != 0
 

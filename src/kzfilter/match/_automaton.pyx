@@ -106,6 +106,16 @@ cdef inline void _trim(const uint8_t* s, Py_ssize_t n, Py_ssize_t* b_out,
     e_out[0] = e
 
 
+cdef inline bint _bad_symbol(uint8_t c, Py_ssize_t* label) noexcept nogil:
+    """Advance the label length over symbol c (read right to left); True when c breaks the host
+    name syntax: a byte outside the alphabet, an empty label, a label over 63.  Branch-free: a '.'
+    sits at an unpredictable place in every name."""
+    cdef Py_ssize_t not_dot = c != SYM_DOT
+    cdef bint bad = (c == SYM_BAD) | ((not not_dot) & (label[0] == 0))
+    label[0] = (label[0] + 1) & -not_dot
+    return bad | (label[0] > MAX_LABEL_LENGTH)
+
+
 cdef int normalize_reversed(const uint8_t* s, Py_ssize_t n, uint8_t* out,
                             Py_ssize_t* out_len) noexcept nogil:
     """Normalise name s[0:n] into symbols, reversed, in out (>= MAX_NAME_LENGTH bytes); return a status.
@@ -126,16 +136,8 @@ cdef int normalize_reversed(const uint8_t* s, Py_ssize_t n, uint8_t* out,
     while i > b:
         i -= 1
         c = SYM[s[i]]
-        if c == SYM_BAD:
+        if _bad_symbol(c, &label):
             return ST_NON_ASCII if _has_non_ascii(s, n) else ST_INVALID
-        if c == SYM_DOT:
-            if label == 0:
-                return ST_NON_ASCII if _has_non_ascii(s, n) else ST_INVALID
-            label = 0
-        else:
-            label += 1
-            if label > MAX_LABEL_LENGTH:
-                return ST_NON_ASCII if _has_non_ascii(s, n) else ST_INVALID
         out[k] = c
         k += 1
     if label == 0:
@@ -180,9 +182,19 @@ cdef inline int64_t _child(const uint32_t* nodes, uint32_t v, uint8_t c) noexcep
     # label order, so the child for c is first + (number of smaller labels present): O(1), no
     # per-child scan and no unpredictable branch.
     cdef const uint32_t* w = nodes + NODE_WORDS * v
-    cdef uint64_t bm = (<uint64_t>w[1]) | ((<uint64_t>(w[2] & HI_MASK)) << 32)
+    cdef uint64_t bm = _labels(w)
     if not (bm >> c) & 1:
         return -1
+    return _child_at(w, bm, c)
+
+
+cdef inline uint64_t _labels(const uint32_t* w) noexcept nogil:
+    # the 39-bit bitmap of a node's child labels
+    return (<uint64_t>w[1]) | ((<uint64_t>(w[2] & HI_MASK)) << 32)
+
+
+cdef inline int64_t _child_at(const uint32_t* w, uint64_t bm, uint8_t c) noexcept nogil:
+    # the id of the node's child for c, which the bitmap bm of node w has
     return <int64_t>w[0] + _popcount(bm & ((<uint64_t>1 << c) - 1))
 
 
@@ -254,7 +266,7 @@ cdef inline int _walk(const Tables* t, Walk* W, int64_t hot) noexcept nogil:
     cdef const uint8_t* s = W.s
     cdef uint64_t bm = 0
     cdef uint32_t word
-    cdef Py_ssize_t i = W.i, b = W.b, label = W.label, not_dot
+    cdef Py_ssize_t i = W.i, b = W.b, label = W.label
     cdef int64_t v = W.v
     cdef int32_t best = W.best, ks = W.ks
     cdef uint8_t c, via = W.via
@@ -263,7 +275,7 @@ cdef inline int _walk(const Tables* t, Walk* W, int64_t hot) noexcept nogil:
     while True:
         if v >= 0:
             w = nodes + NODE_WORDS * v
-            bm = (<uint64_t>w[1]) | ((<uint64_t>(w[2] & HI_MASK)) << 32)
+            bm = _labels(w)
             if via != VIA_LABEL:
                 word = w[2] >> TERM_SHIFT
                 if word:
@@ -276,11 +288,7 @@ cdef inline int _walk(const Tables* t, Walk* W, int64_t hot) noexcept nogil:
         while i > b:
             i -= 1
             c = SYM[s[i]]
-            not_dot = c != SYM_DOT
-            # a byte outside the alphabet, an empty label, a label over 63
-            bad = (c == SYM_BAD) | ((not not_dot) & (label == 0))
-            label = (label + 1) & -not_dot
-            bad = bad | (label > MAX_LABEL_LENGTH)
+            bad = _bad_symbol(c, &label)
             if bad:
                 break
             if has_kw:
@@ -288,8 +296,8 @@ cdef inline int _walk(const Tables* t, Walk* W, int64_t hot) noexcept nogil:
                 best = _better(t.prio, best, t.kbest[ks])
             if v >= 0:
                 if (bm >> c) & 1:
-                    v = <int64_t>w[0] + _popcount(bm & ((<uint64_t>1 << c) - 1))
-                    via = <uint8_t>(VIA_LABEL if not_dot else VIA_DOT)
+                    v = _child_at(w, bm, c)
+                    via = <uint8_t>(VIA_DOT if c == SYM_DOT else VIA_LABEL)
                     moved = True
                     break
                 v = -1   # out of the trie: the rest of the name is only checked (and keywords)
@@ -304,7 +312,7 @@ cdef inline int _walk(const Tables* t, Walk* W, int64_t hot) noexcept nogil:
             if v < 0 or not (bm >> SYM_DOT) & 1:
                 r = WALK_DONE
                 break
-            v = <int64_t>w[0] + _popcount(bm & ((<uint64_t>1 << SYM_DOT) - 1))
+            v = _child_at(w, bm, SYM_DOT)
             via = VIA_END
         if v >= hot:
             _prefetch(&nodes[NODE_WORDS * v])
