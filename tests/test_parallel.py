@@ -1,13 +1,21 @@
-"""Several processes give exactly the one-process records (kzfilter.parallel, FlowTable sharding).
+"""Several workers give exactly the one-worker records (kzfilter.parallel, kzfilter.threaded,
+FlowTable sharding and FrameDispatch).
 
 References: the one-process pipeline (``workers=1``), and for the shard property the unsharded
-FlowTable fed the same frames.  Real captures: every nDPI capture, the demo capture, and a
+FlowTable fed the same frames.  A capture split by flow runs both ways: flow-table threads over one
+read of the capture (the default) and processes that each read it whole (``split="processes"``).  Real captures: every nDPI capture, the demo capture, and a
 synthetic capture written by tools/gen_captures.py; all without eviction (``max_flows`` is per
 worker, so eviction may legitimately differ).
 """
 from __future__ import annotations
 
+import gzip
 import multiprocessing as mp
+import os
+import shutil
+import sys
+import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +25,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kzfilter import classify as classify_mod
+from kzfilter import threaded as threaded_mod
 from kzfilter.errors import CaptureError
-from kzfilter.flow._table import FlowTable
+from kzfilter.flow._table import FlowTable, FrameDispatch
+from kzfilter.packet._capture import CaptureReader
 from kzfilter.flow.records import RecordBatch
 from kzfilter.parallel import merge_sorted, parallel_batches
 from kzfilter.rules.loaders import load_rules
@@ -50,13 +60,27 @@ def _frame(result) -> pd.DataFrame:
     return result.to_pandas()
 
 
-def _run(clf, paths, workers, shard=None, **options):
+SPLITS = ["threads", "processes"]
+
+
+@pytest.fixture(params=SPLITS)
+def split(request, monkeypatch):
+    """Run the test with captures split by flow over threads, then over processes."""
+    monkeypatch.setenv("KZFILTER_SPLIT", request.param)
+    return request.param
+
+
+def _run(clf, paths, workers, shard=None, split=None, **options):
     result = clf.classify(paths, workers=workers, **options)
-    if shard is None:
+    if shard is None and split is None:
         batches = list(result.batches())
     else:
-        batches = list(parallel_batches(result, workers, shard=shard))
+        batches = list(parallel_batches(result, workers, shard=shard, split=split))
     return RecordBatch.concat(batches).to_pandas(), result.counters
+
+
+def _split_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("kzfilter-split")]
 
 
 def _assert_same(a: pd.DataFrame, b: pd.DataFrame) -> None:
@@ -78,14 +102,15 @@ def test_many_files_and_sharded_equal_one_worker_on_ndpi(ndpi_clf, ndpi):
     clf = ndpi_clf
     ref, ref_counters = _run(clf, ndpi, 1)
     assert len(ref) > 1000 and ref["action"].notna().any()
-    for workers, shard in ((2, None), (3, None), (2, True)):
-        got, counters = _run(clf, ndpi, workers, shard)
+    for workers, shard, split in ((2, None, None), (3, None, None), (2, True, "threads"),
+                                  (3, True, "threads"), (2, True, "processes")):
+        got, counters = _run(clf, ndpi, workers, shard, split)
         _assert_same(ref, got)
-        assert counters == ref_counters, (workers, shard)
+        assert counters == ref_counters, (workers, shard, split)
 
 
 @pytest.mark.parametrize("workers", [2, 3])
-def test_one_capture_split_by_flow_demo(clf, workers):
+def test_one_capture_split_by_flow_demo(clf, workers, split):
     ref, ref_counters = _run(clf, [DEMO], 1)
     # The demo has a flow named only by an earlier DNS answer: the cross-shard case.
     assert "dns-answer" in set(ref["name_source"]) and (ref["action"] == "block").any()
@@ -95,7 +120,7 @@ def test_one_capture_split_by_flow_demo(clf, workers):
 
 
 @pytest.mark.parametrize("workers", [2, 3])
-def test_synthetic_in_many_chunks(clf, synthetic, monkeypatch, workers):
+def test_synthetic_in_many_chunks(clf, synthetic, monkeypatch, workers, split):
     # Small chunks: every worker hands over records many times; the chunk-wise merge must still
     # give the one-worker order exactly.
     # The synthetic capture spans 0.1 s: short timeouts make flows finish all along it.
@@ -164,13 +189,64 @@ def test_errors_reach_the_parent(clf, tmp_path):
     assert mp.active_children() == []
 
 
-def test_stopping_early_ends_the_workers(clf, synthetic, monkeypatch):
+def test_stopping_early_ends_the_workers(clf, synthetic, monkeypatch, split):
     monkeypatch.setattr(classify_mod, "CHUNK_FRAMES", 500)
-    gen = clf.classify([synthetic], workers=2).batches()
+    gen = clf.classify([synthetic], workers=2, **FAST).batches()   # flows end all along it
     first = next(gen)
     assert len(first) > 0
+    if split == "threads":
+        assert _split_threads()
     gen.close()
-    assert mp.active_children() == []
+    assert mp.active_children() == [] and _split_threads() == []
+
+
+# -- flow-table threads over one read of a capture (kzfilter.threaded) ------------------------------
+
+@pytest.mark.parametrize("batch, slots", [(1, 2), (97, 2), (1000, 3), (4096, 4)])
+def test_threads_any_batch_and_slot_count(clf, synthetic, monkeypatch, batch, slots):
+    # Batches smaller and larger than a chunk, one and several slots in flight: the hand-over
+    # between reading and the shard threads must not change a record.
+    monkeypatch.setattr(classify_mod, "CHUNK_FRAMES", 3000)
+    monkeypatch.setattr(threaded_mod, "BATCH_FRAMES", batch)
+    monkeypatch.setattr(threaded_mod, "SLOTS", slots)
+    ref, ref_counters = _run(clf, [synthetic], 1, **FAST)
+    got, counters = _run(clf, [synthetic], 2, shard=True, split="threads", **FAST)
+    _assert_same(ref, got)
+    assert counters == ref_counters
+
+
+def test_compressed_capture_falls_back_to_processes(clf, tmp_path):
+    # A gzip capture cannot be mapped: the threads cannot share it, processes read it instead.
+    gz = tmp_path / "demo.pcapng.gz"
+    with open(DEMO, "rb") as src, gzip.open(gz, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    assert threaded_mod.threaded_file(clf, str(gz), 2, False, {}) is None
+    ref, ref_counters = _run(clf, [gz], 1)
+    got, counters = _run(clf, [gz], 2, shard=True, split="threads")
+    _assert_same(ref, got)
+    assert counters == ref_counters
+
+
+def test_thread_errors_reach_the_caller(clf, synthetic, monkeypatch):
+    class Failing(FrameDispatch):
+        calls = 0
+
+        def fill(self, reader, slot, n):
+            Failing.calls += 1
+            if Failing.calls == 3:
+                raise MemoryError("no room for the events")
+            return super().fill(reader, slot, n)
+
+    monkeypatch.setattr(threaded_mod._table, "FrameDispatch", Failing)
+    monkeypatch.setattr(threaded_mod, "BATCH_FRAMES", 500)
+    with pytest.raises(MemoryError, match="no room"):
+        list(clf.classify([synthetic], workers=2).batches())
+    assert _split_threads() == []
+
+
+def test_split_name_is_checked(clf):
+    with pytest.raises(ValueError, match="split"):
+        list(parallel_batches(clf.classify([DEMO], workers=2), 2, split="fibers"))
 
 
 # -- the shard property on the flow table (no processes) -------------------------------------------
@@ -280,3 +356,87 @@ def test_shard_options_are_checked():
     for bad in (dict(shard_count=0), dict(shard_count=2, shard_index=2), dict(shard_index=-1)):
         with pytest.raises((ValueError, OverflowError)):
             FlowTable(**bad)
+
+
+# -- FrameDispatch: one read of a capture, N shards (no threads) ------------------------------------
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+from gen_captures import PcapngWriter, PcapWriter  # noqa: E402
+
+BASE_NS = 1_700_000_000 * NS       # capture times must be positive; the traffic goes backwards too
+
+
+def _write(directory: str, frames, fmt: str) -> str:
+    path = os.path.join(directory, f"t.{fmt}")
+    with open(path, "wb") as fh:
+        writer = PcapWriter(fh) if fmt == "pcap" else PcapngWriter(fh)
+        for t, frame in frames:
+            writer.write(BASE_NS + t, frame)
+    return path
+
+
+def _read_whole(path: str, **options):
+    table = FlowTable(**options)
+    with CaptureReader(path) as reader:
+        table.process_reader(reader)
+        table.flush()
+        return table.take_records(), table.counters, dict(reader.counters)
+
+
+def _dispatched(path: str, n: int, batch: int, slots: int, **options):
+    """Read ``path`` once through a FrameDispatch of ``slots`` slots, ``batch`` frames per fill,
+    applying every slot to the N shard tables in turn (what kzfilter.threaded does in threads)."""
+    tables = [FlowTable(shard_count=n, shard_index=k, **options) for k in range(n)]
+    dispatch = FrameDispatch(tables, slots)
+    out = []
+    with CaptureReader(path) as reader:
+        slot = 0
+        while True:
+            got = dispatch.fill(reader, slot, batch)
+            for t in tables:
+                t.process_dispatched(dispatch, slot)
+            slot = (slot + 1) % slots
+            if got < batch:
+                break
+        assert dispatch.frames_read == reader.counters["frames"]
+        for t in tables:
+            t.flush()
+            out.append(t.take_records())
+        total: dict[str, int] = {}
+        for t in tables:
+            for key, v in t.counters.items():
+                total[key] = total.get(key, 0) + v
+        return out, total, dict(reader.counters)
+
+
+@settings(max_examples=100, deadline=None)
+@given(traffic(), st.integers(2, 4), st.integers(1, 7), st.integers(1, 3), st.sampled_from(["pcap", "pcapng"]))
+def test_dispatched_shards_are_the_whole_table(frames, n, batch, slots, fmt):
+    # Garbage frames too: counted by shard 0 only, as in the single table.
+    frames = list(frames) + [(frames[-1][0], b"\x00" * 9)]
+    options = dict(idle_timeout=100.0, udp_idle_timeout=60.0, sweep_interval=1.0)
+    with tempfile.TemporaryDirectory() as d:
+        path = _write(d, frames, fmt)
+        ref, ref_counters, ref_capture = _read_whole(path, **options)
+        shards, total, capture = _dispatched(path, n, batch, slots, **options)
+    ids = [set(b.array["flow_id"].tolist()) for b in shards]
+    assert sum(len(s) for s in ids) == len(ref) and len(set().union(*ids)) == len(ref)
+    pd.testing.assert_frame_equal(merge_sorted(shards).to_pandas(), ref.to_pandas())
+    assert total == ref_counters and capture == ref_capture
+
+
+def test_dispatch_checks_its_arguments(tmp_path):
+    tables = [FlowTable(shard_count=2, shard_index=k) for k in range(2)]
+    dispatch = FrameDispatch(tables, 2)
+    with pytest.raises(ValueError, match="one table per shard"):
+        FrameDispatch(tables[:1], 2)
+    with CaptureReader(DEMO) as reader:
+        with pytest.raises(IndexError):
+            dispatch.fill(reader, 2, 10)
+        dispatch.fill(reader, 0, 10)
+    with pytest.raises(ValueError, match="shards"):
+        FlowTable().process_dispatched(dispatch, 0)
+    gz = tmp_path / "demo.pcapng.gz"
+    gz.write_bytes(gzip.compress(DEMO.read_bytes()))
+    with CaptureReader(gz) as reader, pytest.raises(ValueError, match="mapped"):
+        dispatch.fill(reader, 1, 10)

@@ -177,7 +177,8 @@ def _merge_counters(total: dict[str, Any], new: dict[str, Any]) -> None:
         elif value is not None:
             total.setdefault(key, [])
             if isinstance(total[key], list):
-                total[key].append(value)
+                # a list is already a total (one value per capture): extend, do not nest
+                total[key].extend(value) if isinstance(value, list) else total[key].append(value)
 
 
 def classify_file(clf: "Classifier", path: PathLike, match_client_ip: bool, flow_options: dict[str, Any],

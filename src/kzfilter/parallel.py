@@ -1,27 +1,32 @@
-"""Classification over several processes on one machine (``clf.classify(paths, workers=N)``).
+"""Classification over several cores of one machine (``clf.classify(paths, workers=N)``).
 
 Two ways to split the work, chosen by the number of captures:
 
 * **Many files** (at least as many captures as workers): one file per task, file ``i`` to worker
-  ``i % N``.  The parent reads the workers' streams in input order, so records come out capture by
-  capture exactly as with one worker.
-* **Few files** (one huge capture, or fewer captures than workers): every worker maps the same
-  capture and keeps the flows whose *symmetric* flow hash falls to it
-  (``FlowTable(shard_count=N, shard_index=k)``): each worker owns whole flows, both directions.
-  Frames of other shards still drive every shard's clock and their DNS responses still feed every
-  shard's DNS-answer table, so a shard's records are exactly the one-worker records of its flows.
-  Every worker reads the capture in the same chunks of frames (``classify.CHUNK_FRAMES``); the
-  parent merges the N records of chunk ``c`` on (``emitted_ns``, ``flow_id``), the order one
-  worker produces.  Streaming: at most a few chunks per worker are in flight (bounded queues).
+  process ``i % N``.  The parent reads the workers' streams in input order, so records come out
+  capture by capture exactly as with one worker.
+* **Few files** (one huge capture, or fewer captures than workers): each capture is split by the
+  *symmetric* flow hash, so each shard owns whole flows, both directions
+  (``FlowTable(shard_count=N, shard_index=k)``).  By default (:mod:`kzfilter.threaded`) the
+  capture is mapped and read once in this process, and N threads share reading it and tracking
+  the N shards, in C without the GIL.  A capture that cannot be mapped (compressed, a pipe), or
+  ``split="processes"`` / ``KZFILTER_SPLIT=processes``, goes to N processes that each read the
+  capture whole and keep their shard.  Either way every shard sees the frames of other shards
+  drive its clock and their DNS responses feed its DNS-answer table, so a shard's records are
+  exactly the one-worker records of its flows; shards hand over their records at the same chunks
+  of frames (``classify.CHUNK_FRAMES``) and the N records of chunk ``c`` are merged on
+  (``emitted_ns``, ``flow_id``), the order one worker produces.  Streaming: a few chunks are in
+  flight at most.
 
 Records are the same as with one worker, in the same order, for any N, **provided no flow is
 evicted**: ``max_flows`` is a per-worker cap, so with eviction (a table full of flows) which flow is
 evicted, and hence the records, can depend on N.
 
-The compiled rule set reaches each worker once, never once per task: a forked worker (the default
-where ``fork`` exists) starts with the parent's classifier in its memory, its arrays shared
-copy-on-write; a spawned worker loads a ``.kzr`` file that the parent saves once.  (Saving and
-loading 355k rules took 0.4 s of every run before.)  Verdicts are applied in the workers.
+The compiled rule set reaches each worker once, never once per task: threads use it in place; a
+forked worker process (the default where ``fork`` exists) starts with the parent's classifier in
+its memory, its arrays shared copy-on-write; a spawned worker loads a ``.kzr`` file that the
+parent saves once.  (Saving and loading 355k rules took 0.4 s of every run before.)  Verdicts are
+applied in the worker processes, or in the caller's thread for the flow-table threads.
 Progress: workers add the capture bytes they read to a shared counter (in the sharded mode only
 shard 0 counts, so the total is the captures' size once); the parent reports the increments to the
 ``progress`` callback while it waits.
@@ -204,13 +209,15 @@ def _merge_file_counters(total: dict[str, Any], parts: list[dict[str, Any]]) -> 
     _merge_counters(total, one)
 
 
-def parallel_batches(result: "Classification", workers: int,
-                     shard: bool | None = None) -> Iterator[RecordBatch]:
+def parallel_batches(result: "Classification", workers: int, shard: bool | None = None,
+                     split: str | None = None) -> Iterator[RecordBatch]:
     """Yield the batches of ``result`` (a Classification) computed by ``workers`` processes.
 
     Same records and order as ``workers=1`` (see the module docstring); sets ``result.counters``.
     ``shard`` forces (True) or forbids (False) splitting each capture by flow; None (default):
-    split only when there are fewer captures than workers.
+    split only when there are fewer captures than workers.  ``split`` says how a capture is
+    split by flow: "threads" (default; ``KZFILTER_SPLIT`` overrides) reads it once in this process
+    for N flow-table threads (kzfilter.threaded), "processes" has N processes read it whole.
     """
     from . import classify
 
@@ -222,6 +229,14 @@ def parallel_batches(result: "Classification", workers: int,
             raise FileNotFoundError(f"no such capture: {p}")
     chunk_frames = int(classify.CHUNK_FRAMES)
     sharded = len(paths) < workers if shard is None else bool(shard)
+    split = split or os.environ.get("KZFILTER_SPLIT") or "threads"
+    if split not in ("threads", "processes"):
+        raise ValueError(f"split must be 'threads' or 'processes', not {split!r}")
+    if sharded and split == "threads":
+        # One capture read once, its flows tracked by N threads (kzfilter.threaded); a capture
+        # that cannot be mapped (compressed) falls back to the processes below.
+        yield from _threaded_files(result, paths, workers, chunk_frames)
+        return
     if sharded:
         plans = [[(i, p, workers, k) for i, p in enumerate(paths)] for k in range(workers)]
         progress_from = {0}
@@ -261,6 +276,34 @@ def parallel_batches(result: "Classification", workers: int,
         pool.close()
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _threaded_files(result: "Classification", paths: list[str], workers: int,
+                    chunk_frames: int) -> Iterator[RecordBatch]:
+    """Each capture over ``workers`` flow-table threads; a capture that is not mapped
+    (compressed, a pipe) over ``workers`` processes that each read it whole."""
+    from .classify import _merge_counters
+    from .threaded import threaded_file
+
+    result.counters = {}
+    for path in paths:
+        counters: dict[str, Any] = {}
+        batches = threaded_file(result.clf, path, workers, result.match_client_ip,
+                                dict(result.flow_options), result.progress, counters, chunk_frames)
+        if batches is None:
+            single = _single_result(result, path)
+            yield from parallel_batches(single, workers, shard=True, split="processes")
+            _merge_counters(result.counters, single.counters)
+            continue
+        yield from batches
+        _merge_counters(result.counters, counters)
+
+
+def _single_result(result: "Classification", path: str) -> "Classification":
+    from .classify import Classification
+
+    return Classification(result.clf, path, match_client_ip=result.match_client_ip,
+                          workers=result.workers, progress=result.progress, **result.flow_options)
 
 
 def _sharded_file(pool: _Pool, i: int, counters: dict[str, Any]) -> Iterator[RecordBatch]:

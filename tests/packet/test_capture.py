@@ -841,3 +841,50 @@ def test_counters_keys_close_and_sniff(tmp_path: Path) -> None:
     assert sniff(gzip.compress(b"x")[:4]) == (None, "gzip")
     assert sniff(b"\x28\xb5\x2f\xfd") == (None, "zstd")
     assert sniff(b"GET ") == (None, None)
+
+
+def test_mapped_and_position(tmp_path: Path) -> None:
+    data = pcap_bytes([(1, 2, b"abc", 3), (2, 0, b"de", 2)])
+    p = tmp_path / "a.pcap"
+    p.write_bytes(data)
+    with CaptureReader(p) as r:
+        assert r.mapped and r.position == 24          # after the file header
+        next(iter(r))
+        assert r.position == len(data)               # the reader fills a batch at a time
+    with CaptureReader(io.BytesIO(data)) as r2:
+        assert not r2.mapped
+    gz = tmp_path / "a.pcap.gz"
+    gz.write_bytes(gzip.compress(data))
+    with CaptureReader(gz) as r3:
+        assert not r3.mapped
+
+
+def _mapping_rss_kb(path: Path) -> int:
+    """Resident kB of this process's mappings of ``path`` (Linux /proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as fh:
+        for line in fh:
+            head = line.split()
+            if head and "-" in head[0] and len(head) >= 5:     # a mapping's first line
+                inside = line.rstrip().endswith(str(path))
+            elif inside and head and head[0] == "Rss:":
+                total += int(head[1])
+    return total
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="needs Linux /proc/self/smaps")
+def test_hold_from_keeps_pages_mapped(tmp_path: Path) -> None:
+    # Pages behind the read position are handed back every 32 MiB, except those a consumer holds
+    # (kzfilter.threaded keeps the frames of batches in flight).
+    p = tmp_path / "big.pcap"
+    frame = bytes(1500)
+    p.write_bytes(pcap_bytes([(i, 0, frame, 1500) for i in range(30_000)]))   # 45.5 MB
+    size_kb = p.stat().st_size // 1024
+    rss = {}
+    for hold in (None, 0):
+        with CaptureReader(p) as r:
+            r.hold_from(hold)
+            assert r.drain() == 30_000
+            rss[hold] = _mapping_rss_kb(p)
+    assert rss[0] > 0.9 * size_kb            # nothing handed back
+    assert rss[None] < 0.5 * size_kb         # the first 32 MiB handed back

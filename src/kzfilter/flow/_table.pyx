@@ -126,6 +126,29 @@ cdef enum:
     TH_RST = 0x04
     TH_ACK = 0x10
 
+# One event of a dispatched capture (FrameDispatch -> FlowTable.process_dispatched): what a shard
+# of the flows must see of one frame, in capture order.
+cdef enum:
+    IT_OWN = 0          # a frame of this shard's flows: pkt dissected, h its key hash
+    IT_DNS = 1          # another shard's DNS datagram: feeds the association table only
+    IT_SWEEP = 2        # the table clock reached a sweep at this frame (before the frame)
+    IT_NO_FLOW = 3      # a frame of no flow (status: its dissect status): counted by shard 0
+    IT_CLOCK = 4        # end of a batch: clock, next sweep and frame count of the whole capture
+
+ctypedef struct item_t:
+    const uint8_t* data # the frame (IT_OWN, IT_DNS): the shard dissects it again (48-byte events
+                        # cost less memory traffic than carrying the 72-byte dissection)
+    int64_t ts          # the frame's capture time (IT_CLOCK: the next sweep time)
+    int64_t now         # table clock after the frame
+    int64_t frame       # ordinal of the frame in the capture (IT_CLOCK: frames read so far)
+    uint32_t caplen
+    uint32_t wirelen
+    uint32_t h          # IT_OWN: the key hash
+    uint16_t linktype
+    uint8_t kind
+    uint8_t status      # IT_NO_FLOW: the dissect status
+
+
 if RECORD_DTYPE.itemsize != sizeof(rec_t):
     raise ImportError(f"kzfilter.flow._table: rec_t is {sizeof(rec_t)} bytes but RECORD_DTYPE "
                       f"is {RECORD_DTYPE.itemsize}; records.py and _table.pxd disagree")
@@ -1319,29 +1342,11 @@ cdef class FlowTable:
         cdef packet_t* p = &self.pkt
         cdef int st = dissect(data, caplen, linktype, p)
         cdef uint32_t h
-        cdef int32_t s
-        cdef bint c2s = True
-        cdef flow_t* f
-        cdef uint8_t fl
         self.cur_frame = self.frame_no
         self.frame_no += 1
         if st != DS_OK and st != DS_UNSUPPORTED_L4:
-            if self.shard_index != 0:
-                return 0        # frames of no flow are counted by shard 0 only
-            self.c.packets += 1
-            self.c.bytes += wirelen
-            if st == DS_TRUNCATED:
-                self.c.skipped_truncated += 1
-            elif st == DS_MALFORMED:
-                self.c.skipped_malformed += 1
-            elif st == DS_UNSUPPORTED_LINK:
-                self.c.skipped_unsupported_link += 1
-            elif st == DS_FRAGMENT:
-                self.c.skipped_fragment += 1
-            elif st == DS_NOT_IP:
-                self.c.skipped_not_ip += 1
-            else:
-                self.c.skipped_other += 1
+            if self.shard_index == 0:
+                self._count_no_flow(st, wirelen)    # frames of no flow: counted by shard 0 only
             return 0
         if st == DS_UNSUPPORTED_L4:
             p.sport = 0
@@ -1364,6 +1369,31 @@ cdef class FlowTable:
                     and (_is_dns_port(p.sport) or _is_dns_port(p.dport))):
                 self._dns_datagram(ts)
             return 0
+        return self._owned(h, ts, wirelen)
+
+    cdef void _count_no_flow(self, int st, uint32_t wirelen) noexcept nogil:
+        self.c.packets += 1
+        self.c.bytes += wirelen
+        if st == DS_TRUNCATED:
+            self.c.skipped_truncated += 1
+        elif st == DS_MALFORMED:
+            self.c.skipped_malformed += 1
+        elif st == DS_UNSUPPORTED_LINK:
+            self.c.skipped_unsupported_link += 1
+        elif st == DS_FRAGMENT:
+            self.c.skipped_fragment += 1
+        elif st == DS_NOT_IP:
+            self.c.skipped_not_ip += 1
+        else:
+            self.c.skipped_other += 1
+
+    cdef int _owned(self, uint32_t h, int64_t ts, uint32_t wirelen) noexcept nogil:
+        """Attribute self.pkt (this shard's, key hash ``h``) to its flow, after the clock moved."""
+        cdef packet_t* p = &self.pkt
+        cdef int32_t s
+        cdef bint c2s = True
+        cdef flow_t* f
+        cdef uint8_t fl
         self.c.packets += 1
         self.c.bytes += wirelen
         s = self._lookup(h, &c2s)
@@ -1441,6 +1471,33 @@ cdef class FlowTable:
                     self._udp_payload(f, c2s, ts)
         return 0
 
+    cdef void _item(self, const item_t* it) noexcept nogil:
+        """Apply one dispatched event: the same steps _packet takes for that frame in this shard."""
+        cdef int k = it.kind
+        if k == IT_CLOCK:
+            self.now_ns = it.now
+            self.next_sweep_ns = it.ts
+            self.frame_no = it.frame
+            return
+        self.cur_frame = it.frame
+        self.frame_no = it.frame + 1
+        if k == IT_NO_FLOW:
+            self._count_no_flow(it.status, it.wirelen)
+            return
+        self.now_ns = it.now
+        if k == IT_SWEEP:
+            self._sweep(it.now)
+            self.next_sweep_ns = it.now + self.sweep_every_ns
+            return
+        if dissect(it.data, it.caplen, it.linktype, &self.pkt) == DS_UNSUPPORTED_L4:
+            self.pkt.sport = 0
+            self.pkt.dport = 0
+            self.pkt.payload_len = 0
+        if k == IT_OWN:
+            self._owned(it.h, it.ts, it.wirelen)
+        else:
+            self._dns_datagram(it.ts)
+
     # -- Python API ---------------------------------------------------------------------------
     def process_reader(self, CaptureReader reader not None, capture_name=None, Py_ssize_t max_frames=0):
         """Read frames of ``reader`` into the table; returns the number of frames read.
@@ -1471,6 +1528,25 @@ cdef class FlowTable:
                     fr = &self.frames[i]
                     self._packet(fr.ts_ns, fr.data, fr.caplen, fr.wirelen, fr.linktype)
         return total
+
+    def process_dispatched(self, FrameDispatch dispatch not None, int slot):
+        """Apply this shard's events of one filled slot of ``dispatch``; returns how many.
+
+        Runs without the GIL: the shards of one dispatch can run in parallel threads.
+        """
+        cdef Py_ssize_t i, n
+        cdef item_t* items
+        if dispatch.nshards != self.shard_count:
+            raise ValueError(f"dispatch has {dispatch.nshards} shards, this table is one of "
+                             f"{self.shard_count}")
+        if not 0 <= slot < <int>dispatch.nslots:
+            raise IndexError(f"slot {slot} out of range")
+        items = dispatch.items[slot * dispatch.nshards + self.shard_index]
+        n = dispatch.count[slot * dispatch.nshards + self.shard_index]
+        with nogil:
+            for i in range(n):
+                self._item(&items[i])
+        return n
 
     def _set_capture(self, name):
         name = str(name)
@@ -1614,3 +1690,194 @@ def _repack(arr, bytes arena, str off_name, str len_name):
     idx = np.repeat(starts - new_off, lens) + np.arange(total, dtype=np.int64)
     arr[off_name] = new_off.astype(np.uint32)
     return src[idx].tobytes()
+
+
+cdef class FrameDispatch:
+    """Read and dissect a mapped capture once, for N shards of the flows (kzfilter.threaded).
+
+    ``fill(reader, slot, n)`` reads up to n frames, dissects each, keys it with the symmetric flow
+    hash and writes, per shard, the events that shard's ``FlowTable.process_dispatched`` applies:
+    its own frames, the other shards' DNS datagrams (for the association table), the sweeps the
+    whole table's clock triggers, and the frames of no flow (shard 0).  The events carry the
+    capture's clock and frame ordinals, so a shard's records are exactly those the single table
+    gives for its flows.  Slots let a reader fill one batch while the shards apply earlier ones;
+    the reader must be mapped (its frames stay valid until it is closed).
+    """
+    cdef readonly uint32_t nshards
+    cdef readonly uint32_t nslots
+    cdef item_t** items             # [slot * nshards + shard]
+    cdef Py_ssize_t* count
+    cdef Py_ssize_t* cap
+    cdef frame_t* frames
+    cdef int64_t now_ns
+    cdef int64_t next_sweep_ns
+    cdef int64_t sweep_every_ns
+    cdef int64_t frame_no
+    cdef bint dns_assoc
+    cdef packet_t pkt
+
+    def __cinit__(self, tables, int slots=4):
+        cdef FlowTable t0
+        tables = list(tables)
+        if not tables:
+            raise ValueError("FrameDispatch needs the shard tables")
+        t0 = tables[0]
+        if len(tables) != t0.shard_count or slots < 1:
+            raise ValueError("FrameDispatch needs one table per shard and at least one slot")
+        self.nshards = t0.shard_count
+        self.nslots = slots
+        self.sweep_every_ns = t0.sweep_every_ns
+        self.dns_assoc = t0.dns_assoc
+        self.now_ns = -(1 << 62)
+        self.next_sweep_ns = -(1 << 62)
+        self.items = <item_t**>calloc(self.nshards * self.nslots, sizeof(item_t*))
+        self.count = <Py_ssize_t*>calloc(self.nshards * self.nslots, sizeof(Py_ssize_t))
+        self.cap = <Py_ssize_t*>calloc(self.nshards * self.nslots, sizeof(Py_ssize_t))
+        self.frames = <frame_t*>malloc(BATCH * sizeof(frame_t))
+        if self.items == NULL or self.count == NULL or self.cap == NULL or self.frames == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        cdef uint32_t i
+        if self.items != NULL:
+            for i in range(self.nshards * self.nslots):
+                free(self.items[i])
+        free(self.items)
+        free(self.count)
+        free(self.cap)
+        free(self.frames)
+
+    cdef item_t* _push(self, uint32_t cell) noexcept nogil:
+        """Room for one more event in ``cell`` (slot * nshards + shard), or NULL without memory."""
+        cdef Py_ssize_t c = self.cap[cell], newcap
+        cdef item_t* grown
+        if self.count[cell] == c:
+            newcap = c * 2 if c else 1024
+            grown = <item_t*>realloc(self.items[cell], newcap * sizeof(item_t))
+            if grown == NULL:
+                return NULL
+            self.items[cell] = grown
+            self.cap[cell] = newcap
+        self.count[cell] += 1
+        return &self.items[cell][self.count[cell] - 1]
+
+    cdef item_t* _push_frame(self, uint32_t cell, uint8_t kind, const frame_t* fr,
+                             int64_t frame) noexcept nogil:
+        """An event that carries frame ``fr`` (IT_OWN, IT_DNS) at the current clock."""
+        cdef item_t* it = self._push(cell)
+        if it != NULL:
+            it.kind = kind
+            it.data = fr.data
+            it.caplen = fr.caplen
+            it.wirelen = fr.wirelen
+            it.linktype = fr.linktype
+            it.ts = fr.ts_ns
+            it.now = self.now_ns
+            it.frame = frame
+        return it
+
+    cdef int _dispatch(self, uint32_t slot, Py_ssize_t n) noexcept nogil:
+        cdef Py_ssize_t i
+        cdef uint32_t k, owner, base = slot * self.nshards, h
+        cdef frame_t* fr
+        cdef packet_t* p = &self.pkt
+        cdef item_t* it
+        cdef int st
+        cdef int64_t frame
+        for i in range(n):
+            fr = &self.frames[i]
+            frame = self.frame_no
+            self.frame_no += 1
+            st = dissect(fr.data, fr.caplen, fr.linktype, p)
+            if st != DS_OK and st != DS_UNSUPPORTED_L4:
+                it = self._push(base)
+                if it == NULL:
+                    return -1
+                it.kind = IT_NO_FLOW
+                it.status = <uint8_t>st
+                it.wirelen = fr.wirelen
+                it.frame = frame
+                continue
+            if st == DS_UNSUPPORTED_L4:
+                p.sport = 0
+                p.dport = 0
+                p.payload_len = 0
+            if fr.ts_ns > self.now_ns:
+                self.now_ns = fr.ts_ns
+            if self.now_ns >= self.next_sweep_ns:
+                for k in range(self.nshards):
+                    it = self._push(base + k)
+                    if it == NULL:
+                        return -1
+                    it.kind = IT_SWEEP
+                    it.now = self.now_ns
+                    it.frame = frame
+                self.next_sweep_ns = self.now_ns + self.sweep_every_ns
+            h = _flow_hash(p.src, p.sport, p.dst, p.dport, p.l4proto, p.vlan, p.ip_version)
+            owner = _shard_of(h, self.nshards)
+            it = self._push_frame(base + owner, IT_OWN, fr, frame)
+            if it == NULL:
+                return -1
+            it.h = h
+            if (p.l4proto == 17 and p.payload_len and self.dns_assoc
+                    and (_is_dns_port(p.sport) or _is_dns_port(p.dport))):
+                for k in range(self.nshards):
+                    if k != owner and self._push_frame(base + k, IT_DNS, fr, frame) == NULL:
+                        return -1
+        return 0
+
+    def fill(self, CaptureReader reader not None, int slot, Py_ssize_t max_frames):
+        """Read up to ``max_frames`` frames of ``reader`` into ``slot`` (whose previous events
+        every shard must have applied); returns the frames read (fewer: the capture ended)."""
+        cdef Py_ssize_t n, total = 0, want
+        cdef uint32_t k, base
+        cdef int rc = 0
+        cdef item_t* it
+        if not 0 <= slot < <int>self.nslots:
+            raise IndexError(f"slot {slot} out of range")
+        if not reader.mapped:
+            raise ValueError("FrameDispatch needs a mapped capture (an uncompressed file)")
+        base = slot * self.nshards
+        for k in range(self.nshards):
+            self.count[base + k] = 0
+        while total < max_frames and rc == 0:
+            # The plain records of a mapped pcap are read and dispatched without the GIL (the
+            # shard threads and the caller's thread need it); anything else goes through fill().
+            with nogil:
+                while total < max_frames:
+                    want = max_frames - total
+                    if want > BATCH:
+                        want = BATCH
+                    n = reader.fill_fast(self.frames, want)
+                    if n <= 0:
+                        break
+                    total += n
+                    rc = self._dispatch(slot, n)
+                    if rc < 0:
+                        break
+            if total >= max_frames or rc < 0:
+                break
+            want = max_frames - total
+            if want > BATCH:
+                want = BATCH
+            n = reader.fill(self.frames, want)
+            if n <= 0:
+                break
+            total += n
+            with nogil:
+                rc = self._dispatch(slot, n)
+        if rc < 0:
+            raise MemoryError("FrameDispatch: no memory for the events of a batch")
+        for k in range(self.nshards):
+            it = self._push(base + k)
+            if it == NULL:
+                raise MemoryError("FrameDispatch: no memory for the events of a batch")
+            it.kind = IT_CLOCK
+            it.now = self.now_ns
+            it.ts = self.next_sweep_ns
+            it.frame = self.frame_no
+        return total
+
+    @property
+    def frames_read(self):
+        return self.frame_no

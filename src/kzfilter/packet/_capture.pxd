@@ -16,3 +16,4 @@ cdef class CaptureReader:
     cdef void* _state              # private: cap_state_t* (parser state, buffer), owned, see _capture.pyx
     cdef object _io                # private: file, decompressor, mmap objects, linktypes list
     cdef Py_ssize_t fill(self, frame_t* frames, Py_ssize_t max_frames) except -1
+    cdef Py_ssize_t fill_fast(self, frame_t* frames, Py_ssize_t max_frames) noexcept nogil

@@ -122,6 +122,9 @@ ctypedef struct cap_state_t:
     size_t released       # mapped files: bytes [0, released) handed back to the kernel
     size_t ahead          # mapped files: bytes [pos, ahead) were prefetched into the cache
     size_t populated      # mapped files: page tables of bytes [.., populated) were filled
+    size_t hold           # mapped files, when hold_set: bytes at or after hold are never released
+    int hold_set
+    size_t page           # mapped files: the system's page size
     frame_t iter_frames[ITER_BATCH]
 
 
@@ -141,7 +144,10 @@ cdef int _release_mapped(CaptureReader self, cap_state_t* st) except -1:
         st.released = st.pos
         return 0
     cdef size_t page = mmap.PAGESIZE
-    cdef size_t upto = (st.pos // page) * page
+    cdef size_t upto = st.pos
+    if st.hold_set and st.hold < upto:
+        upto = st.hold          # frames a consumer still holds (kzfilter.flow.dispatch)
+    upto = (upto // page) * page
     if upto > st.released:
         self._io.mm.madvise(mmap.MADV_DONTNEED, st.released, upto - st.released)
         st.released = upto
@@ -376,6 +382,7 @@ cdef _open_input(CaptureReader self):
             st.end = len(mm)
             st.mapped = 1
             st.eof = 1
+            st.page = mmap.PAGESIZE
             return
         io.stream = _Prepend(magic, raw)
     else:
@@ -570,9 +577,15 @@ cdef extern from *:
        changes nothing: the pages are then mapped by faults, as without this call. */
     static int kz_populate(void* addr, size_t length) { return madvise(addr, length, MADV_POPULATE_READ); }
     #endif
+    #if defined(_WIN32)
+    static int kz_release(void* addr, size_t length) { (void)addr; (void)length; return -1; }
+    #else
+    static int kz_release(void* addr, size_t length) { return madvise(addr, length, MADV_DONTNEED); }
+    #endif
     """
     void _prefetch "__builtin_prefetch"(const void* p) noexcept nogil
     int _populate "kz_populate"(void* addr, size_t length) noexcept nogil
+    int _release "kz_release"(void* addr, size_t length) noexcept nogil
 
 
 cdef inline void _prefetch_ahead(cap_state_t* st) noexcept nogil:
@@ -626,7 +639,13 @@ cdef int _step_pcap(CaptureReader self, frame_t* f, Py_ssize_t n) except -1:
         return ST_YIELD
     if r != ENS_OK:
         return _stop_truncated(self)
-    p = st.base + st.pos
+    _pcap_record(st, st.base + st.pos, caplen, f)
+    return ST_FRAME
+
+
+cdef inline void _pcap_record(cap_state_t* st, const uint8_t* p, uint32_t caplen,
+                              frame_t* f) noexcept nogil:
+    """Take the whole, checked pcap record at p (st.pos) as frame f."""
     f.ts_ns = <int64_t>(<uint64_t>rd32(p, st.be) * 1000000000ULL
                         + <uint64_t>rd32(p + 4, st.be) * (1ULL if st.nsec else 1000ULL))
     f.data = p + 16
@@ -641,7 +660,6 @@ cdef int _step_pcap(CaptureReader self, frame_t* f, Py_ssize_t n) except -1:
     st.frames += 1
     st.bytes += caplen
     st.wire_bytes += f.wirelen
-    return ST_FRAME
 
 
 cdef int _new_iface(CaptureReader self, const uint8_t* p, uint32_t blen) except -1:
@@ -952,6 +970,69 @@ cdef class CaptureReader:
         _sync_counters(self)
         return n
 
+    cdef Py_ssize_t fill_fast(self, frame_t* frames, Py_ssize_t max_frames) noexcept nogil:
+        """fill() without the GIL for the plain case: a mapped capture whose next records are
+        whole, sane pcap records or pcapng Enhanced Packet Blocks of a known interface.  Returns
+        the frames written; 0 means "use fill()" (end of the capture, any other block, a damaged
+        or cut record, a stream), which then handles and reports it as usual.  Counters are
+        updated in C; the ``counters`` dict catches up at the next fill()."""
+        cdef cap_state_t* st = <cap_state_t*>self._state
+        cdef Py_ssize_t n = 0
+        cdef const uint8_t* p
+        cdef uint32_t caplen, blen, iface, snap
+        cdef size_t upto, room
+        cdef frame_t* f
+        if st == NULL or not st.mapped or st.done or st.closed or st.fmt == 0:
+            return 0
+        if st.pos - st.released >= RELEASE_BYTES:
+            upto = st.pos
+            if st.hold_set and st.hold < upto:
+                upto = st.hold
+            upto = (upto // st.page) * st.page
+            if upto > st.released:
+                if _release(<void*>(st.base + st.released), upto - st.released) == 0:
+                    st.released = upto
+        while n < max_frames:
+            room = st.end - st.pos
+            p = st.base + st.pos
+            f = &frames[n]
+            if st.fmt == FMT_PCAP:
+                if room < 16:
+                    break
+                caplen = rd32(p + 8, st.be)
+                if caplen > MAX_CAPLEN or room - 16 < caplen:
+                    break
+                _pcap_record(st, p, caplen, f)
+            else:
+                # pcapng: Enhanced Packet Blocks only, checked as _step_pcapng checks them
+                if room < 32 or rd32(p, st.be) != BT_EPB:
+                    break
+                blen = rd32(p + 4, st.be)
+                if blen < 32 or blen % 4 != 0 or blen > room or rd32(p + blen - 4, st.be) != blen:
+                    break
+                iface = rd32(p + 8, st.be)
+                caplen = rd32(p + 20, st.be)
+                if iface >= st.n_ifaces or caplen > blen - 32 or caplen > MAX_CAPLEN:
+                    break
+                snap = st.ifaces[iface].snaplen
+                if snap != 0 and caplen > snap:
+                    st.over_snaplen += 1
+                f.ts_ns = iface_ts(&st.ifaces[iface],
+                                   (<uint64_t>rd32(p + 12, st.be) << 32) | rd32(p + 16, st.be))
+                f.data = p + 28
+                f.caplen = caplen
+                f.wirelen = rd32(p + 24, st.be)
+                f.linktype = st.ifaces[iface].linktype
+                f.iface = <uint16_t>iface
+                st.last_ts = f.ts_ns
+                st.pos += blen
+                st.frames += 1
+                st.bytes += f.caplen
+                st.wire_bytes += f.wirelen
+            n += 1
+            _prefetch_ahead(st)
+        return n
+
     # --- Python API --------------------------------------------------------------------------
     def __iter__(self):
         """Yield ``(ts_ns, linktype, data, wirelen)`` per frame (one bytes object each)."""
@@ -1007,6 +1088,31 @@ cdef class CaptureReader:
         """Bytes held by the streaming buffer (0 when mmap'ed): bounded whatever the file size."""
         cdef cap_state_t* st = <cap_state_t*>self._state
         return 0 if st.mapped else st.cap
+
+    @property
+    def mapped(self):
+        """True when the capture is memory-mapped: frame pointers then stay valid until close()."""
+        cdef cap_state_t* st = <cap_state_t*>self._state
+        return bool(st.mapped)
+
+    @property
+    def position(self):
+        """Offset of the next record in the mapped file (or in the streaming buffer)."""
+        cdef cap_state_t* st = <cap_state_t*>self._state
+        return st.pos
+
+    def hold_from(self, offset):
+        """Mapped captures: never hand back pages at or after ``offset`` (None: no limit).
+
+        A consumer that keeps frames of earlier fills (a pipeline of batches) holds their pages
+        mapped: handed-back pages are correct but cost a page fault each when touched again.
+        """
+        cdef cap_state_t* st = <cap_state_t*>self._state
+        if offset is None:
+            st.hold_set = 0
+        else:
+            st.hold = <size_t>offset
+            st.hold_set = 1
 
     @property
     def buffer_peak(self):
