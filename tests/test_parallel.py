@@ -138,13 +138,23 @@ def test_synthetic_in_many_chunks(clf, synthetic, monkeypatch, workers, split):
     _assert_same(ref2, got2)
 
 
-def test_progress_counts_each_byte_once(clf, synthetic):
+def test_progress_counts_each_byte_once(clf, synthetic, split):
     size = synthetic.stat().st_size + DEMO.stat().st_size
     for workers, paths in ((1, [synthetic, DEMO]), (2, [synthetic, DEMO]), (3, [synthetic])):
         seen: list[int] = []
         list(clf.classify(paths, workers=workers, progress=seen.append).batches())
         expected = size if len(paths) == 2 else synthetic.stat().st_size
         assert sum(seen) == expected and min(seen) >= 0, workers
+
+
+def test_progress_moves_while_threads_split_one_capture(clf, synthetic, monkeypatch):
+    # Per chunk of frames (processes report what a shared counter holds every POLL_S seconds).
+    monkeypatch.setattr(classify_mod, "CHUNK_FRAMES", 2000)
+    monkeypatch.setenv("KZFILTER_SPLIT", "threads")
+    seen: list[int] = []
+    list(clf.classify([synthetic], workers=2, progress=seen.append).batches())
+    assert sum(seen) == synthetic.stat().st_size
+    assert len([n for n in seen if n > 0]) >= 3 and max(seen) < synthetic.stat().st_size / 2
 
 
 def _count_calls(monkeypatch, name: str) -> list[str]:

@@ -231,12 +231,18 @@ def _batches(clf: "Classifier", reader: Any, path: str, workers: int, match_clie
         last = 0
         for parts in run.chunks():
             if progress is not None:
-                done = int(reader.counters.get("bytes_read", 0))
-                progress(done - last)
-                last = done
+                # the read position (the counters dict catches up only at the end of the file)
+                done = reader.position
+                if done > last:
+                    progress(done - last)
+                    last = done
             merged = merge_sorted(parts)
             if len(merged):
                 yield apply_verdicts(clf, merged, match_client_ip)
+        if progress is not None:
+            done = int(reader.counters.get("bytes_read", 0))
+            if done > last:
+                progress(done - last)
         if counters is not None:
             flows: dict[str, Any] = {}
             for t in tables:
