@@ -6,7 +6,11 @@ Two workloads, built by ``tools/gen_captures.py synthetic`` into ``bench-data/sc
 
 * **many files**: ``many-*.pcap`` (24 x 125k packets, 3.6 GB): one file per task.
 * **one large file**: ``large-600k.pcap`` (and ``large-300k.pcap`` for the memory comparison):
-  every worker reads the capture and keeps its shard of the flows.
+  the capture is split by flow, both ways: ``threads`` (the default: read once, N threads share
+  reading and the N flow-table shards) and ``processes`` (``KZFILTER_SPLIT=processes``: N
+  processes each read the whole capture and keep their shard).
+* **real capture**: ``bench-data/real.pcap`` (2M frames of the nDPI captures' traffic, built by
+  ``benchmarks/make_workloads.py``), split by flow the same two ways, when it exists.
 
 Each configuration runs in a fresh Python process, so peak RSS is clean: the parent's
 ``ru_maxrss`` (RUSAGE_SELF) and the largest worker's (RUSAGE_CHILDREN).  Those include the pages of
@@ -47,8 +51,10 @@ MANY_FILES = 24   # 3.6 GB: a run long enough (~2 s) that starting the workers (
 WORKLOADS = {
     "many files": lambda d: [str(d / f"many-{i}.pcap") for i in range(MANY_FILES)],
     "one large file": lambda d: [str(d / "large-600k.pcap")],
+    "real capture": lambda d: [str(d.parent / "real.pcap")],
     "300k packets": lambda d: [str(d / "large-300k.pcap")],
 }
+SPLITS = ("threads", "processes")   # how a capture is split when workers outnumber captures
 # Workloads that only feed the memory comparison (one capture at growing sizes).
 MEMORY_SIZES = (("300k packets", "300k packets"), ("one large file", "600k packets"))
 
@@ -111,13 +117,22 @@ def generate(data: Path) -> None:
             gc.write_synthetic(str(data / name), packets, concurrent=concurrent, seed=seed)
 
 
-def run_one(rules: list[str], paths: list[str], workers: int) -> dict:
-    """One classification in a fresh interpreter; returns its measurements."""
+def run_one(rules: list[str], paths: list[str], workers: int, split: str | None = None) -> dict:
+    """One classification in a fresh interpreter; returns its measurements.
+
+    ``split`` ("threads" or "processes") is how a capture is split when workers outnumber the
+    captures.  BLAS is held to one thread: numpy's idle BLAS threads spin on the measured cores.
+    """
     code = _CHILD.format(src=str(REPO / "src"), rules=rules, paths=paths, workers=workers)
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    if split:
+        env["KZFILTER_SPLIT"] = split
     load_before = os.getloadavg()[0]
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                         env=env)
     row = json.loads(out.stdout.strip().splitlines()[-1])
-    row.update(workers=workers, load_before=load_before, load_after=os.getloadavg()[0])
+    row.update(workers=workers, split=split, config=f"{workers} {split}" if split else str(workers),
+               load_before=load_before, load_after=os.getloadavg()[0])
     row["mpackets_s"] = row["packets"] / row["seconds"] / 1e6
     row["mb_s"] = row["bytes"] / row["seconds"] / 1e6
     return row
@@ -128,7 +143,8 @@ _BURN = "import time; t = time.perf_counter(); s = 0\nfor i in range(15_000_000)
 
 def _wall(cmds: list[list[str]]) -> float:
     t0 = time.perf_counter()
-    procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL) for c in cmds]
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL, env=env) for c in cmds]
     for p in procs:
         p.wait()
     return time.perf_counter() - t0
@@ -167,17 +183,19 @@ def measure(rules: list[str], data: Path, workers: list[int], repeat: int) -> li
         if not paths or not all(Path(p).exists() for p in paths):
             print(f"skip {name}: no captures in {data} (run with --generate)", file=sys.stderr)
             continue
-        # Interleaved (1, 2, 1, 2, ...) so a burst of other load hits both alike; fastest kept.
-        runs: dict[int, list[dict]] = {n: [] for n in workers}
+        # Interleaved (1, 2, 1, 2, ...) so a burst of other load hits all alike; fastest kept.
+        configs = [(n, None) if n == 1 or n <= len(paths) else (n, sp) for n in workers
+                   for sp in ((None,) if n == 1 or n <= len(paths) else SPLITS)]
+        runs: dict[tuple, list[dict]] = {c: [] for c in configs}
         for _ in range(repeat):
-            for n in workers:
-                runs[n].append(run_one(rules, paths, n))
-        for n in workers:
-            best = min(runs[n], key=lambda r: r["seconds"])
-            best["cpu_s"] = min(r["cpu_s"] for r in runs[n])
+            for n, sp in configs:
+                runs[(n, sp)].append(run_one(rules, paths, n, sp))
+        for n, sp in configs:
+            best = min(runs[(n, sp)], key=lambda r: r["seconds"])
+            best["cpu_s"] = min(r["cpu_s"] for r in runs[(n, sp)])
             best["workload"] = name
             rows.append(best)
-            print(f"{name:<18} workers={n}  {best['seconds']:7.2f} s  cpu {best['cpu_s']:6.2f} s  "
+            print(f"{name:<18} workers={best['config']:<12} {best['seconds']:7.2f} s  cpu {best['cpu_s']:6.2f} s  "
                   f"{best['mpackets_s']:.3f} Mpkt/s  {best['mb_s']:6.1f} MB/s  peak RSS parent "
                   f"{best['rss_parent_mb']:.0f} MB (anon {best['anon_parent_mb']:.0f}), worker "
                   f"{best['rss_worker_mb']:.0f} MB (anon {best['anon_worker_mb']:.0f})  (load "
@@ -203,37 +221,48 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    names = [n for n in ("many files", "one large file") if any(r["workload"] == n for r in rows)]
-    workers = sorted({r["workers"] for r in rows})
-    width = 0.8 / max(1, len(workers))
-    for j, n in enumerate(workers):
-        vals = [next((r["mpackets_s"] for r in rows if r["workload"] == w and r["workers"] == n), 0) for w in names]
-        bars = ax1.bar([i + j * width for i in range(len(names))], vals, width, label=f"{n} worker(s)")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.4))
+    names = [n for n in ("many files", "one large file", "real capture")
+             if any(r["workload"] == n for r in rows)]
+    configs = sorted({r.get("config", str(r["workers"])) for r in rows},
+                     key=lambda c: (int(c.split()[0]), c))
+    width = 0.8 / max(1, len(configs))
+
+    def row(w: str, c: str) -> dict:
+        return next((r for r in rows if r["workload"] == w and r.get("config", str(r["workers"])) == c), {})
+
+    for j, c in enumerate(configs):
+        n = int(c.split()[0])
+        label = f"{n} worker(s)" + (f", {c.split()[1]}" if " " in c else "")
+        if " " not in c and n > 1:
+            label += ", one file per task"
+        vals = [row(w, c).get("mpackets_s", 0) for w in names]
+        bars = ax1.bar([i + j * width for i in range(len(names))], vals, width, label=label)
         for b, w in zip(bars, names):
-            r = next((r for r in rows if r["workload"] == w and r["workers"] == n), {})
+            r = row(w, c)
             if r.get("efficiency") is not None and n > 1:
                 text = f"{r['efficiency']:.0%}"
-                if r.get("machine_ceiling"):
-                    text += f"\n(ceiling {r['machine_ceiling']:.0%})"
                 ax1.annotate(text, (b.get_x() + b.get_width() / 2, b.get_height()),
                              ha="center", va="bottom", fontsize=8)
-    ax1.set_xticks([i + width * (len(workers) - 1) / 2 for i in range(len(names))], names)
+    ax1.set_xticks([i + width * (len(configs) - 1) / 2 for i in range(len(names))], names)
     ax1.set_ylabel("million packets / s")
     ax1.set_title("Throughput (label: efficiency per worker)", fontsize=10)
-    ax1.legend(loc="lower left")
+    ax1.legend(loc="lower left", fontsize=7)
     ax1.margins(y=0.2)
     sizes = list(MEMORY_SIZES)
-    for j, n in enumerate(workers):
+    mem_configs = [c for c in configs if c == "1" or c.endswith("threads") or c.endswith("processes")]
+    width2 = 0.8 / max(1, len(mem_configs))
+    for j, c in enumerate(mem_configs):
         vals = []
         for w, _ in sizes:
-            r = next((r for r in rows if r["workload"] == w and r["workers"] == n), None)
-            vals.append(0 if r is None else (r["anon_worker_mb"] if n > 1 else r["anon_parent_mb"]))
-        ax2.bar([i + j * width for i in range(len(sizes))], vals, width, label=f"{n} worker(s)")
-    ax2.set_xticks([i + width * (len(workers) - 1) / 2 for i in range(len(sizes))], [s for _, s in sizes])
-    ax2.set_ylabel("peak anonymous RSS per worker process, MB")
-    ax2.set_title("Memory per worker vs capture size", fontsize=10)
-    ax2.legend(loc="lower left")
+            r = row(w, c)
+            # processes: the largest worker's own memory; threads and one worker: the process
+            vals.append(r.get("anon_worker_mb", 0) if c.endswith("processes") else r.get("anon_parent_mb", 0))
+        ax2.bar([i + j * width2 for i in range(len(sizes))], vals, width2, label=c.replace(" ", " worker(s), "))
+    ax2.set_xticks([i + width2 * (len(mem_configs) - 1) / 2 for i in range(len(sizes))], [s for _, s in sizes])
+    ax2.set_ylabel("peak anonymous RSS per process, MB")
+    ax2.set_title("Memory per process vs capture size", fontsize=10)
+    ax2.legend(loc="lower left", fontsize=7)
     load = max(r["load_after"] for r in rows)
     fig.suptitle(f"kzfilter classify on {os.cpu_count()} cores (machine load up to {load:.1f})", fontsize=10)
     fig.tight_layout()
@@ -273,17 +302,20 @@ except ImportError:  # pragma: no cover
     pytest = None
 
 if pytest is not None:
-    @pytest.mark.parametrize("workers", [1, 2])
-    @pytest.mark.parametrize("workload", ["many files", "one large file"])
-    def test_scale(benchmark, workload, workers):
+    @pytest.mark.parametrize("workers, split", [(1, None), (2, "threads"), (2, "processes")])
+    @pytest.mark.parametrize("workload", ["many files", "one large file", "real capture"])
+    def test_scale(benchmark, workload, workers, split):
         paths = WORKLOADS[workload](DATA)
         if not paths or not all(Path(p).exists() for p in paths):
-            pytest.skip(f"no captures in {DATA}: python benchmarks/bench_scale.py --generate")
+            pytest.skip(f"no captures in {DATA}: python benchmarks/bench_scale.py --generate "
+                        f"(real capture: python benchmarks/make_workloads.py)")
+        if split == "processes" and len(paths) >= workers:
+            pytest.skip("one file per task: nothing is split")
         benchmark.group = f"scale: {workload}"
         holder = {}
 
         def once():
-            holder["row"] = run_one(DEMO_RULES, paths, workers)
+            holder["row"] = run_one(DEMO_RULES, paths, workers, split)
 
         benchmark.pedantic(once, rounds=1, iterations=1)
         benchmark.extra_info.update(holder["row"])

@@ -36,9 +36,9 @@ if TYPE_CHECKING:
 
 __all__ = ["threaded_file"]
 
-BATCH_FRAMES = 16384      # frames per slot: one hand-over between the reader and the shards
-CHUNKS_AHEAD = 2         # chunks of records read ahead of the caller: bounds memory
-SLOTS = 4                # slots in flight (reader ahead of the slowest shard by at most 3)
+BATCH_FRAMES = 4096       # frames per slot: the unit of reading and of applying a shard
+CHUNKS_AHEAD = 2          # chunks of records read ahead of the caller: bounds memory
+SLOTS = 4                 # slots in flight: their frames stay mapped (4 x 4096 frames)
 
 
 class _Run:

@@ -136,15 +136,14 @@ cdef enum:
     IT_CLOCK = 4        # end of a batch: clock, next sweep and frame count of the whole capture
 
 ctypedef struct item_t:
-    const uint8_t* data # the frame (IT_OWN, IT_DNS): the shard dissects it again (48-byte events
-                        # cost less memory traffic than carrying the 72-byte dissection)
+    packet_t pkt        # the dissected frame (IT_OWN, IT_DNS): a shard never reads the frame's
+                        # headers again (dissecting twice cost a DRAM miss per frame: 16% of the
+                        # CPU time; events are read in order, which the prefetcher follows)
     int64_t ts          # the frame's capture time (IT_CLOCK: the next sweep time)
     int64_t now         # table clock after the frame
     int64_t frame       # ordinal of the frame in the capture (IT_CLOCK: frames read so far)
-    uint32_t caplen
     uint32_t wirelen
     uint32_t h          # IT_OWN: the key hash
-    uint16_t linktype
     uint8_t kind
     uint8_t status      # IT_NO_FLOW: the dissect status
 
@@ -1489,10 +1488,7 @@ cdef class FlowTable:
             self._sweep(it.now)
             self.next_sweep_ns = it.now + self.sweep_every_ns
             return
-        if dissect(it.data, it.caplen, it.linktype, &self.pkt) == DS_UNSUPPORTED_L4:
-            self.pkt.sport = 0
-            self.pkt.dport = 0
-            self.pkt.payload_len = 0
+        memcpy(&self.pkt, &it.pkt, sizeof(packet_t))
         if k == IT_OWN:
             self._owned(it.h, it.ts, it.wirelen)
         else:
@@ -1763,14 +1759,13 @@ cdef class FrameDispatch:
 
     cdef item_t* _push_frame(self, uint32_t cell, uint8_t kind, const frame_t* fr,
                              int64_t frame) noexcept nogil:
-        """An event that carries frame ``fr`` (IT_OWN, IT_DNS) at the current clock."""
+        """An event that carries frame ``fr``, dissected in self.pkt (IT_OWN, IT_DNS), at the
+        current clock."""
         cdef item_t* it = self._push(cell)
         if it != NULL:
             it.kind = kind
-            it.data = fr.data
-            it.caplen = fr.caplen
+            memcpy(&it.pkt, &self.pkt, sizeof(packet_t))
             it.wirelen = fr.wirelen
-            it.linktype = fr.linktype
             it.ts = fr.ts_ns
             it.now = self.now_ns
             it.frame = frame
