@@ -36,9 +36,11 @@ if TYPE_CHECKING:
 
 __all__ = ["threaded_file"]
 
-BATCH_FRAMES = 4096       # frames per slot: the unit of reading and of applying a shard
+BATCH_FRAMES = 8192       # frames per slot: the unit of reading and of applying a shard
 CHUNKS_AHEAD = 2          # chunks of records read ahead of the caller: bounds memory
-SLOTS = 4                 # slots in flight: their frames stay mapped (4 x 4096 frames)
+SLOTS = 4                 # slots in flight: their frames stay mapped (4 x 8192 frames)
+POPULATE_AHEAD = 16 << 20  # an idle thread fills the page tables this far past the read position
+POPULATE_STEP = 2 << 20    # ... this much per unit of work
 
 
 class _Run:
@@ -68,6 +70,8 @@ class _Run:
         self.base = 0                               # index in the read order of filled[0]
         self.reading = False
         self.read_done = False
+        self.populating = False
+        self.populate_idle = False                  # nothing to populate until the next read
         self.in_chunk = 0
         self.chunks_read = 0                        # chunks whose last batch was read
         self.chunks_taken = 0                       # chunks the caller has taken
@@ -97,6 +101,9 @@ class _Run:
                     best = k
         if best is not None:
             return ("apply", best)
+        if not (self.populating or self.populate_idle or self.read_done):
+            # Nothing else to do: take the kernel's page-table work off the reading thread.
+            return ("populate", 0)
         return None
 
     # -- threads -------------------------------------------------------------------------------
@@ -119,13 +126,20 @@ class _Run:
                         self.reading = True
                         self.start[arg] = self.reader.position
                         self._hold()
-                    else:
+                    elif kind == "apply":
                         self.busy[arg] = True
                         slot, end_chunk, last = self.filled[self.next_for[arg] - self.base]
+                    else:
+                        self.populating = True
                 if kind == "read":
                     self._read(arg)
-                else:
+                elif kind == "apply":
                     self._apply(arg, slot, end_chunk, last)
+                else:
+                    done = self.reader.populate_step(POPULATE_AHEAD, POPULATE_STEP)
+                    with self.cond:
+                        self.populating = False
+                        self.populate_idle = done == 0
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
             with self.cond:
                 self.stopping = True
@@ -144,6 +158,7 @@ class _Run:
         with self.cond:
             self.chunks_read += end_chunk
             self.reading = False
+            self.populate_idle = False
             self.read_done = last
             self.pending[slot] = len(self.tables)
             self.filled.append((slot, end_chunk, last))

@@ -888,3 +888,25 @@ def test_hold_from_keeps_pages_mapped(tmp_path: Path) -> None:
             rss[hold] = _mapping_rss_kb(p)
     assert rss[0] > 0.9 * size_kb            # nothing handed back
     assert rss[None] < 0.5 * size_kb         # the first 32 MiB handed back
+
+
+def test_populate_step_fills_ahead_and_stops(tmp_path: Path) -> None:
+    # A helper thread fills page tables ahead of the read position (kzfilter.threaded); the
+    # frames read are the same, and it stops at the end of the file and on streams.
+    records = [(i, 0, bytes([i % 251]) * 1400, 1400) for i in range(3000)]     # 4.2 MB
+    p = tmp_path / "a.pcap"
+    p.write_bytes(pcap_bytes(records))
+    size = p.stat().st_size
+    with CaptureReader(p) as r:
+        assert r.populate_step(1 << 20, 1 << 30) == 1 << 20       # [0, 1 MiB): the first step
+        assert r.populate_step(1 << 20, 1 << 30) == 0             # far enough ahead
+        filled = r.populate_step(64 << 20, 1 << 20)               # at most `most` per call
+        assert filled == 1 << 20
+        while n := r.populate_step(64 << 20, 1 << 20):
+            filled += n
+        assert (1 << 20) + filled == size                         # every byte once, to the end
+        assert r.populate_step(64 << 20, 1 << 30) == 0
+        got = [(ts, data) for ts, _, data, _ in r]
+    assert got == [(sec * 1_000_000_000, payload) for sec, _, payload, _ in records]
+    with CaptureReader(io.BytesIO(pcap_bytes(records[:3]))) as r2:
+        assert r2.populate_step(1 << 20, 1 << 20) == 0

@@ -125,6 +125,7 @@ ctypedef struct cap_state_t:
     size_t hold           # mapped files, when hold_set: bytes at or after hold are never released
     int hold_set
     size_t page           # mapped files: the system's page size
+    size_t lent_populated # mapped files: populate_step (another thread) filled [.., this)
     frame_t iter_frames[ITER_BATCH]
 
 
@@ -582,10 +583,16 @@ cdef extern from *:
     #else
     static int kz_release(void* addr, size_t length) { return madvise(addr, length, MADV_DONTNEED); }
     #endif
+    /* populate_step runs in another thread than the reading one: each reads the other's cursor
+       with a relaxed atomic load (a stale value only means a page is populated twice). */
+    static size_t kz_load_size(const size_t* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+    static void kz_store_size(size_t* p, size_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
     """
     void _prefetch "__builtin_prefetch"(const void* p) noexcept nogil
     int _populate "kz_populate"(void* addr, size_t length) noexcept nogil
     int _release "kz_release"(void* addr, size_t length) noexcept nogil
+    size_t _load_size "kz_load_size"(const size_t* p) noexcept nogil
+    void _store_size "kz_store_size"(size_t* p, size_t v) noexcept nogil
 
 
 cdef inline void _prefetch_ahead(cap_state_t* st) noexcept nogil:
@@ -603,7 +610,7 @@ cdef inline void _prefetch_ahead(cap_state_t* st) noexcept nogil:
     cdef size_t chunk = st.pos & ~(<size_t>(POPULATE_BYTES - 1)), upto
     if want > st.end:
         want = st.end
-    if st.populated < want:
+    if st.populated < want and _load_size(&st.lent_populated) < want:
         if st.populated < chunk:
             st.populated = chunk
         upto = chunk + 2 * POPULATE_BYTES
@@ -1032,6 +1039,37 @@ cdef class CaptureReader:
             n += 1
             _prefetch_ahead(st)
         return n
+
+    def populate_step(self, size_t ahead, size_t most):
+        """Fill the page tables of up to ``most`` bytes of a mapped capture, in the next bytes
+        not yet filled within ``ahead`` bytes of the read position; returns the bytes filled
+        (0: far enough ahead, at the end, or not mapped).  Without the GIL.
+
+        For a thread that helps the reading one (kzfilter.threaded): filling page tables is the
+        kernel's share of reading a mapped file, about a third of reading it.  Call it from one
+        thread at a time, and never after close().
+        """
+        cdef cap_state_t* st = <cap_state_t*>self._state
+        cdef size_t cur, target, upto, done = 0
+        if st == NULL or not st.mapped or st.closed:
+            return 0
+        with nogil:
+            cur = st.lent_populated
+            target = _load_size(&st.pos)
+            if cur < target:
+                cur = target & ~(<size_t>(POPULATE_BYTES - 1))
+            target = (target + ahead) & ~(<size_t>(POPULATE_BYTES - 1))
+            if target > st.end:
+                target = st.end
+            while cur < target and done < most:
+                upto = cur + POPULATE_BYTES
+                if upto > target:
+                    upto = target
+                _populate(<void*>(st.base + cur), upto - cur)
+                done += upto - cur
+                cur = upto
+                _store_size(&st.lent_populated, cur)
+        return done
 
     # --- Python API --------------------------------------------------------------------------
     def __iter__(self):
