@@ -227,17 +227,22 @@ def plot(rows: list[dict], path: Path) -> None:
     configs = sorted({r.get("config", str(r["workers"])) for r in rows},
                      key=lambda c: (int(c.split()[0]), c))
     width = 0.8 / max(1, len(configs))
+    colors = {c: f"C{i}" for i, c in enumerate(configs)}       # one colour per configuration
+
+    def label(c: str) -> str:
+        n = int(c.split()[0])
+        if " " in c:
+            return f"{n} worker(s), {c.split()[1]}"
+        return f"{n} worker(s)" + (", one file per task" if n > 1 else "")
 
     def row(w: str, c: str) -> dict:
         return next((r for r in rows if r["workload"] == w and r.get("config", str(r["workers"])) == c), {})
 
     for j, c in enumerate(configs):
         n = int(c.split()[0])
-        label = f"{n} worker(s)" + (f", {c.split()[1]}" if " " in c else "")
-        if " " not in c and n > 1:
-            label += ", one file per task"
         vals = [row(w, c).get("mpackets_s", 0) for w in names]
-        bars = ax1.bar([i + j * width for i in range(len(names))], vals, width, label=label)
+        bars = ax1.bar([i + j * width for i in range(len(names))], vals, width, label=label(c),
+                       color=colors[c])
         for b, w in zip(bars, names):
             r = row(w, c)
             if r.get("efficiency") is not None and n > 1:
@@ -258,7 +263,8 @@ def plot(rows: list[dict], path: Path) -> None:
             r = row(w, c)
             # processes: the largest worker's own memory; threads and one worker: the process
             vals.append(r.get("anon_worker_mb", 0) if c.endswith("processes") else r.get("anon_parent_mb", 0))
-        ax2.bar([i + j * width2 for i in range(len(sizes))], vals, width2, label=c.replace(" ", " worker(s), "))
+        ax2.bar([i + j * width2 for i in range(len(sizes))], vals, width2, label=label(c),
+                color=colors[c])
     ax2.set_xticks([i + width2 * (len(mem_configs) - 1) / 2 for i in range(len(sizes))], [s for _, s in sizes])
     ax2.set_ylabel("peak anonymous RSS per process, MB")
     ax2.set_title("Memory per process vs capture size", fontsize=10)
