@@ -450,3 +450,27 @@ def test_dispatch_checks_its_arguments(tmp_path):
     gz.write_bytes(gzip.compress(DEMO.read_bytes()))
     with CaptureReader(gz) as reader, pytest.raises(ValueError, match="mapped"):
         dispatch.fill(reader, 1, 10)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")
+def test_a_pipe_is_read_once_not_split(clf, tmp_path):
+    # A pipe can be read only once: classified in this process (threads cannot map it, and
+    # processes would each read a part of it); forcing processes is a clear error.
+    ref, ref_counters = _run(clf, [DEMO], 1)
+    fifo = tmp_path / "demo.fifo"
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        with open(fifo, "wb") as fh:
+            fh.write(DEMO.read_bytes())
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    try:
+        got, counters = _run(clf, [fifo], 2)
+    finally:
+        writer.join()
+    pd.testing.assert_frame_equal(got.drop(columns="capture"), ref.drop(columns="capture"))
+    assert counters["flows"] == ref_counters["flows"]
+    with pytest.raises(ValueError, match="not a regular file"):
+        list(parallel_batches(clf.classify([fifo], workers=2), 2, shard=True, split="processes"))

@@ -238,6 +238,10 @@ def parallel_batches(result: "Classification", workers: int, shard: bool | None 
         yield from _threaded_files(result, paths, workers, chunk_frames)
         return
     if sharded:
+        for p in paths:
+            if not os.path.isfile(p):
+                raise ValueError(f"{p}: not a regular file: a capture split over processes is read "
+                                 f"by each of them (use split='threads' or workers=1)")
         plans = [[(i, p, workers, k) for i, p in enumerate(paths)] for k in range(workers)]
         progress_from = {0}
     else:
@@ -280,9 +284,10 @@ def parallel_batches(result: "Classification", workers: int, shard: bool | None 
 
 def _threaded_files(result: "Classification", paths: list[str], workers: int,
                     chunk_frames: int) -> Iterator[RecordBatch]:
-    """Each capture over ``workers`` flow-table threads; a capture that is not mapped
-    (compressed, a pipe) over ``workers`` processes that each read it whole."""
-    from .classify import _merge_counters
+    """Each capture over ``workers`` flow-table threads; a compressed capture (not mapped) over
+    ``workers`` processes that each read it whole; a pipe (it can be read only once) in this
+    process, not split."""
+    from .classify import _merge_counters, classify_file
     from .threaded import threaded_file
 
     result.counters = {}
@@ -290,6 +295,13 @@ def _threaded_files(result: "Classification", paths: list[str], workers: int,
         counters: dict[str, Any] = {}
         batches = threaded_file(result.clf, path, workers, result.match_client_ip,
                                 dict(result.flow_options), result.progress, counters, chunk_frames)
+        if batches is None and not os.path.isfile(path):
+            for batch in classify_file(result.clf, path, result.match_client_ip,
+                                       dict(result.flow_options), result.progress, counters):
+                if batch is not None:
+                    yield batch
+            _merge_counters(result.counters, counters)
+            continue
         if batches is None:
             single = _single_result(result, path)
             yield from parallel_batches(single, workers, shard=True, split="processes")

@@ -221,9 +221,13 @@ def threaded_file(clf: "Classifier", path: str, workers: int, match_client_ip: b
                   counters: dict[str, Any] | None = None,
                   chunk_frames: int | None = None) -> Iterator[RecordBatch] | None:
     """Batches with verdicts for one capture split over ``workers`` flow-table threads, or None
-    when the capture is not mapped (compressed, or not a regular file): split it another way."""
+    when the capture cannot be mapped (compressed, or not a regular file; a pipe is not opened)."""
+    import os
+
     from . import classify
 
+    if not os.path.isfile(path):
+        return None              # a pipe: opening it here would consume what the caller reads
     reader = _capture.CaptureReader(path)
     if not reader.mapped:
         reader.close()
