@@ -76,7 +76,6 @@ class _Run:
         self.chunks_read = 0                        # chunks whose last batch was read
         self.chunks_taken = 0                       # chunks the caller has taken
         self.stopping = False
-        self.error: BaseException | None = None
         self.results: list[queue.Queue[Any]] = [queue.Queue() for _ in range(n)]
         self.threads = [threading.Thread(target=self._work, name=f"kzfilter-split-{k}", daemon=True)
                         for k in range(n)]

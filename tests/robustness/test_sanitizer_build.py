@@ -28,11 +28,14 @@ from tests.regressions.known_open import KNOWN_OPEN
 REPO = Path(__file__).resolve().parents[2]
 # The subset that reads hostile bytes: captures, and the host names taken from them, which the
 # name automaton walks byte by byte (its property tests feed it arbitrary names on every batch
-# path).  Left out: the nDPI oracle (slow, a correctness figure, no new code path), the
+# path), and a capture dispatched to flow-table shards (FrameDispatch, kzfilter.threaded).  Left out: the nDPI oracle (slow, a correctness figure, no new code path), the
 # resource-bound tests (they assert RSS, which ASan's shadow memory inflates), the fuzz smoke test
 # (atheris cannot run over gcc's libasan) and this file.
 SUBSET = ["tests/packet", "tests/flow", "tests/regressions", "tests/robustness",
-          "tests/match/test_automaton.py"]
+          "tests/match/test_automaton.py",
+          # one read of a capture for N shards: the events, and the threads that share them
+          "tests/test_parallel.py::test_dispatched_shards_are_the_whole_table",
+          "tests/test_parallel.py::test_threads_any_batch_and_slot_count"]
 DESELECT = [
     "--ignore=tests/flow/test_oracle.py",
     "--ignore=tests/robustness/test_resource_bounds.py",
