@@ -238,6 +238,26 @@ def assert_matches_model(data: bytes, source: Any) -> dict[str, Any]:
     return c
 
 
+def assert_fast_path_agrees(data: bytes) -> None:
+    """A mapped file read through fill_fast (FrameDispatch's path) gives the frames and counters
+    of the plain read: the fast path only takes what fill() would take the same way."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "c.cap")
+        with open(path, "wb") as fh:
+            fh.write(data)
+        try:
+            with CaptureReader(path) as r:
+                slow, slow_c = list(r), dict(r.counters)
+        except CaptureError:
+            return
+        with CaptureReader(path) as r:
+            fast, fast_c = r._read_fast(), dict(r.counters)
+    assert fast == slow
+    assert fast_c == slow_c
+
+
 # --------------------------------------------------------------------------------------------
 # builders for synthetic captures
 # --------------------------------------------------------------------------------------------
@@ -801,6 +821,7 @@ def test_pcapng_property_matches_model(blocks, e0, damage, cut, step) -> None:
     data = bytes(buf[:max(1, cut % (len(buf) + 1))])
     assert_matches_model(data, io.BytesIO(data))
     assert_matches_model(data, Trickle(data, step))
+    assert_fast_path_agrees(data)
 
 
 @settings(max_examples=250, deadline=None)
@@ -816,6 +837,7 @@ def test_pcap_property_matches_model(recs, e, nsec, snaplen, damage, cut, step) 
     data = bytes(buf[:max(1, cut % (len(buf) + 1))])
     assert_matches_model(data, io.BytesIO(data))
     assert_matches_model(data, Trickle(data, step))
+    assert_fast_path_agrees(data)
 
 
 # --------------------------------------------------------------------------------------------
@@ -910,3 +932,20 @@ def test_populate_step_fills_ahead_and_stops(tmp_path: Path) -> None:
     assert got == [(sec * 1_000_000_000, payload) for sec, _, payload, _ in records]
     with CaptureReader(io.BytesIO(pcap_bytes(records[:3]))) as r2:
         assert r2.populate_step(1 << 20, 1 << 20) == 0
+
+
+def test_fast_path_refuses_what_fill_refuses() -> None:
+    # Records only a big file can hold: a pcap caplen above MAX_CAPLEN with the bytes present,
+    # and a pcapng packet block longer than the reader's buffer cap.  Both read paths must stop
+    # (pcap) or skip (pcapng) them the same way.
+    big = MAX_CAPLEN + 1000
+    data = pcap_bytes([(1, 0, b"ok", 2)]) + struct.pack("<IIII", 2, 0, big, big) + bytes(big)
+    assert_fast_path_agrees(data)
+    assert HARD_CAP < 700_000
+    epb_body = struct.pack("<IIIII", 0, 0, 3, 4, 4) + b"abcd" + bytes(700_000)   # huge options
+    data = (block(SHB, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+            + block(1, struct.pack("<HHI", 1, 0, 0))                 # IDB, Ethernet
+            + block(6, struct.pack("<IIIII", 0, 0, 1, 2, 2) + b"hi")  # EPB
+            + block(6, epb_body)
+            + block(6, struct.pack("<IIIII", 0, 0, 5, 2, 2) + b"hi"))
+    assert_fast_path_agrees(data)
