@@ -145,8 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="capture, date or capture,date: write a Hive-style directory dataset at "
                         "--output (parquet or arrow), one directory per capture file and/or UTC day")
     p.add_argument("--workers", "-j", type=_workers, default=1, metavar="N",
-                   help="processes to use (default 1): one capture per process, or one capture split "
-                        "by flow over N processes when there are fewer captures than N; same records")
+                   help="cores to use (default 1): one capture per process, or, with fewer captures "
+                        "than N, each capture read once and its flows split over N threads "
+                        "(compressed captures: N processes); same records")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
     p.add_argument("--match-client-ip", action="store_true",
                    help="also match the client address against address rules (rules meant for users)")

@@ -407,8 +407,10 @@ class Classifier:
         """Flow records with verdicts for a capture path or a list of paths.
 
         Returns a :class:`kzfilter.classify.Classification`: iterate it for records, or call
-        ``to_pandas()`` / ``to_arrow()``.  ``workers`` > 1 spreads the work over processes with the
-        same records in the same order; ``flow_options`` go to the flow table (timeouts, max_flows, ...).
+        ``to_pandas()`` / ``to_arrow()``.  ``workers`` > 1 spreads the work over N cores with the
+        same records in the same order: one capture per process, or each capture read once and its
+        flows split over N threads when there are fewer captures than workers (see
+        :mod:`kzfilter.parallel`); ``flow_options`` go to the flow table (timeouts, max_flows, ...).
         """
         from ..classify import Classification
 
