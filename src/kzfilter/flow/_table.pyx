@@ -42,10 +42,12 @@ Design decisions (see also :mod:`kzfilter.flow.records` for the record schema):
 * Names are never partial: only a parser's NS_FOUND sets one.  They are kept as raw bytes.
 * ``flow_id`` is the 0-based ordinal, among every frame the table has read, of the flow's first
   frame: increasing in creation order, unique within a table, and independent of sharding.
-* Sharding (``shard_count`` > 1, for kzfilter.parallel): every shard reads the whole capture and
-  keeps the flows whose symmetric key hash falls to ``shard_index``.  Frames of other shards still
-  drive the clock (idle sweeps, emission times) and their DNS responses still feed the association
-  table, so a shard's records are exactly the unsharded table's records of its flows.  Counters add
+* Sharding (``shard_count`` > 1, for kzfilter.parallel): a shard keeps the flows whose symmetric
+  key hash falls to ``shard_index``.  It either reads the whole capture itself (process_reader), or
+  applies the events a FrameDispatch made of one read of it (process_dispatched, for
+  kzfilter.threaded).  Either way frames of other shards still drive the clock (idle sweeps,
+  emission times) and their DNS responses still feed the association table, so a shard's records
+  are exactly the unsharded table's records of its flows.  Counters add
   up over shards: frames of no flow and the DNS association table are counted by shard 0 only.
   ``max_flows`` (eviction) is per shard: with eviction, results can depend on the shard count.
 """
