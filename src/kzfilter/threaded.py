@@ -18,12 +18,12 @@ on N.
 
 Pipeline: ``SLOTS`` batches of ``BATCH_FRAMES`` frames are in flight, at most ``CHUNKS_AHEAD``
 chunks ahead of the caller (memory stays flat); the pages of frames in flight stay mapped.  The
-caller's thread merges finished chunks and applies verdicts (numpy).  QUIC Initials still take
+same threads merge each finished chunk and apply its verdicts (numpy); the caller's thread only
+takes the results.  QUIC Initials still take
 the GIL for their keys and ciphers (``cryptography``), as in one thread.
 """
 from __future__ import annotations
 
-import queue
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -46,18 +46,22 @@ POPULATE_STEP = 2 << 20    # ... this much per unit of work
 class _Run:
     """N threads sharing the units of work of one dispatched capture.
 
-    Units: *read* the next batch of frames into a free slot (one thread at a time: the capture is
-    a chain of records), and *apply* a filled slot to shard k (shard k's slots in order, one
-    thread at a time per shard).  Each thread takes whatever unit is ready, oldest slot first, so
-    N threads keep N cores busy whatever the balance of reading and tracking; fixed reader and
-    shard threads left the reader short of CPU and the shards waiting (measured: 0.27-0.32 s
-    against 0.20 s of work per core).
+    Units, in this order of priority: *read* the next batch of frames into a free slot (one
+    thread at a time: the capture is a chain of records, the serial part), *apply* a filled slot
+    to shard k (shard k's slots in order, one thread at a time per shard), *finish* a chunk (merge
+    its N record batches and apply the verdicts: ``finish``, chunks in order), and *populate* the
+    page tables ahead of the reader.  Each thread takes whatever unit is ready, so N threads keep N
+    cores busy whatever the balance of the work, and the caller's thread only hands the finished
+    chunks on.  Fixed reader and shard threads left the reader short of CPU and the shards
+    waiting (measured: 0.27-0.32 s against 0.20 s of work per core).
     """
 
-    def __init__(self, reader: Any, tables: list[Any], chunk_frames: int) -> None:
+    def __init__(self, reader: Any, tables: list[Any], chunk_frames: int,
+                 finish: Callable[[list[RecordBatch]], Any]) -> None:
         self.reader = reader
         self.tables = tables
         self.chunk_frames = chunk_frames
+        self.finish = finish
         self.dispatch = _table.FrameDispatch(tables, SLOTS)
         n = len(tables)
         self.cond = threading.Condition()
@@ -75,8 +79,14 @@ class _Run:
         self.in_chunk = 0
         self.chunks_read = 0                        # chunks whose last batch was read
         self.chunks_taken = 0                       # chunks the caller has taken
+        self.shard_chunks = [0] * n                 # chunks shard k has handed over
+        self.parts: dict[int, list[Any]] = {}       # chunk -> its N record batches
+        self.finishing = False
+        self.next_finish = 0                        # the next chunk to finish
+        self.finished: dict[int, Any] = {}          # chunk -> finish()'s result, for the caller
+        self.chunks_total: int | None = None        # known once every shard has applied the last
         self.stopping = False
-        self.results: list[queue.Queue[Any]] = [queue.Queue() for _ in range(n)]
+        self.error: BaseException | None = None
         self.threads = [threading.Thread(target=self._work, name=f"kzfilter-split-{k}", daemon=True)
                         for k in range(n)]
 
@@ -88,8 +98,7 @@ class _Run:
         self.reader.hold_from(min(starts) if starts else None)
 
     def _pick(self) -> tuple[str, int] | None:
-        """The next unit: ("read", slot) while a slot is free (reading is the serial part: it
-        must never wait), else ("apply", shard) for the shard with the oldest ready slot."""
+        """The next unit to run, or None when none is ready."""
         if (not self.reading and not self.read_done and self.free
                 and self.chunks_read - self.chunks_taken < CHUNKS_AHEAD):
             return ("read", self.free.pop(0))
@@ -100,10 +109,16 @@ class _Run:
                     best = k
         if best is not None:
             return ("apply", best)
+        parts = self.parts.get(self.next_finish)
+        if not self.finishing and parts is not None and all(p is not None for p in parts):
+            return ("finish", self.next_finish)
         if not (self.populating or self.populate_idle or self.read_done):
             # Nothing else to do: take the kernel's page-table work off the reading thread.
             return ("populate", 0)
         return None
+
+    def _all_done(self) -> bool:
+        return self.chunks_total is not None and self.next_finish >= self.chunks_total
 
     # -- threads -------------------------------------------------------------------------------
     def _work(self) -> None:
@@ -111,11 +126,9 @@ class _Run:
             while True:
                 with self.cond:
                     unit = None
-                    while not self.stopping:
+                    while not self.stopping and not self._all_done():
                         unit = self._pick()
-                        if unit is not None or all(
-                                nxt - self.base >= len(self.filled) for nxt in self.next_for) \
-                                and self.read_done:
+                        if unit is not None:
                             break
                         self.cond.wait()
                     if unit is None:
@@ -128,12 +141,22 @@ class _Run:
                     elif kind == "apply":
                         self.busy[arg] = True
                         slot, end_chunk, last = self.filled[self.next_for[arg] - self.base]
+                    elif kind == "finish":
+                        self.finishing = True
+                        parts = self.parts.pop(arg)
                     else:
                         self.populating = True
                 if kind == "read":
                     self._read(arg)
                 elif kind == "apply":
                     self._apply(arg, slot, end_chunk, last)
+                elif kind == "finish":
+                    out = self.finish(parts)
+                    with self.cond:
+                        self.finished[arg] = out
+                        self.next_finish += 1
+                        self.finishing = False
+                        self.cond.notify_all()
                 else:
                     done = self.reader.populate_step(POPULATE_AHEAD, POPULATE_STEP)
                     with self.cond:
@@ -141,10 +164,10 @@ class _Run:
                         self.populate_idle = done == 0
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
             with self.cond:
+                if self.error is None:
+                    self.error = exc
                 self.stopping = True
                 self.cond.notify_all()
-            for q in self.results:
-                q.put(exc)
 
     def _read(self, slot: int) -> None:
         want = min(BATCH_FRAMES, self.chunk_frames - self.in_chunk)
@@ -180,30 +203,34 @@ class _Run:
                     self.filled.pop(0)
                     self.base += 1
                 self._hold()
+            if end_chunk:
+                c = self.shard_chunks[k]
+                self.shard_chunks[k] += 1
+                self.parts.setdefault(c, [None] * len(self.tables))[k] = records
+                if last and all(n == self.shard_chunks[k] for n in self.shard_chunks):
+                    self.chunks_total = self.shard_chunks[k]
             self.cond.notify_all()
-        if end_chunk:
-            self.results[k].put(records)
-        if last:
-            self.results[k].put(None)
 
     # -- caller's side -------------------------------------------------------------------------
-    def chunks(self) -> Iterator[list[RecordBatch]]:
-        """Each chunk's N record batches, in capture order; raises a helper thread's error."""
+    def chunks(self) -> Iterator[Any]:
+        """finish()'s result for each chunk, in capture order; raises a helper thread's error."""
         for t in self.threads:
             t.start()
+        c = 0
         while True:
-            parts = [q.get() for q in self.results]
-            for part in parts:
-                if isinstance(part, BaseException):
-                    raise part
-            if all(p is None for p in parts):
-                return
-            if any(p is None for p in parts):
-                raise RuntimeError("kzfilter shards out of step")
             with self.cond:
+                while (c not in self.finished and self.error is None
+                       and not (self.chunks_total is not None and c >= self.chunks_total)):
+                    self.cond.wait()
+                if self.error is not None:
+                    raise self.error
+                if c not in self.finished:
+                    return
+                out = self.finished.pop(c)
                 self.chunks_taken += 1
                 self.cond.notify_all()
-            yield parts
+            c += 1
+            yield out
 
     def close(self) -> None:
         """Stop and join every thread (before the reader's map goes away)."""
@@ -245,18 +272,21 @@ def _batches(clf: "Classifier", reader: Any, path: str, workers: int, match_clie
     try:
         tables = [_table.FlowTable(capture_name=path, shard_count=workers, shard_index=k,
                                    **flow_options) for k in range(workers)]
-        run = _Run(reader, tables, chunk_frames)
+        def finish(parts: list[RecordBatch]) -> RecordBatch | None:
+            merged = merge_sorted(parts)
+            return apply_verdicts(clf, merged, match_client_ip) if len(merged) else None
+
+        run = _Run(reader, tables, chunk_frames, finish)
         last = 0
-        for parts in run.chunks():
+        for batch in run.chunks():
             if progress is not None:
                 # the read position (the counters dict catches up only at the end of the file)
                 done = reader.position
                 if done > last:
                     progress(done - last)
                     last = done
-            merged = merge_sorted(parts)
-            if len(merged):
-                yield apply_verdicts(clf, merged, match_client_ip)
+            if batch is not None:
+                yield batch
         if progress is not None:
             done = int(reader.counters.get("bytes_read", 0))
             if done > last:
