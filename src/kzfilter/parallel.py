@@ -285,9 +285,9 @@ def parallel_batches(result: "Classification", workers: int, shard: bool | None 
 def _threaded_files(result: "Classification", paths: list[str], workers: int,
                     chunk_frames: int) -> Iterator[RecordBatch]:
     """Each capture over ``workers`` flow-table threads; a compressed capture (not mapped) over
-    ``workers`` processes that each read it whole; a pipe (it can be read only once) in this
-    process, not split."""
-    from .classify import _merge_counters, classify_file
+    ``workers`` processes that each read it whole; a pipe (it can be read only once) by one
+    reader in this process, not split."""
+    from .classify import Classification, _merge_counters
     from .threaded import threaded_file
 
     result.counters = {}
@@ -295,27 +295,17 @@ def _threaded_files(result: "Classification", paths: list[str], workers: int,
         counters: dict[str, Any] = {}
         batches = threaded_file(result.clf, path, workers, result.match_client_ip,
                                 dict(result.flow_options), result.progress, counters, chunk_frames)
-        if batches is None and not os.path.isfile(path):
-            for batch in classify_file(result.clf, path, result.match_client_ip,
-                                       dict(result.flow_options), result.progress, counters):
-                if batch is not None:
-                    yield batch
+        if batches is not None:
+            yield from batches
             _merge_counters(result.counters, counters)
             continue
-        if batches is None:
-            single = _single_result(result, path)
-            yield from parallel_batches(single, workers, shard=True, split="processes")
-            _merge_counters(result.counters, single.counters)
-            continue
-        yield from batches
-        _merge_counters(result.counters, counters)
-
-
-def _single_result(result: "Classification", path: str) -> "Classification":
-    from .classify import Classification
-
-    return Classification(result.clf, path, match_client_ip=result.match_client_ip,
-                          workers=result.workers, progress=result.progress, **result.flow_options)
+        one = Classification(result.clf, path, match_client_ip=result.match_client_ip,
+                             workers=1, progress=result.progress, **result.flow_options)
+        if os.path.isfile(path):
+            yield from parallel_batches(one, workers, shard=True, split="processes")
+        else:
+            yield from one.batches()
+        _merge_counters(result.counters, one.counters)
 
 
 def _sharded_file(pool: _Pool, i: int, counters: dict[str, Any]) -> Iterator[RecordBatch]:

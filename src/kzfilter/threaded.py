@@ -24,6 +24,7 @@ the GIL for their keys and ciphers (``cryptography``), as in one thread.
 """
 from __future__ import annotations
 
+import os
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -248,8 +249,6 @@ def threaded_file(clf: "Classifier", path: str, workers: int, match_client_ip: b
                   chunk_frames: int | None = None) -> Iterator[RecordBatch] | None:
     """Batches with verdicts for one capture split over ``workers`` flow-table threads, or None
     when the capture cannot be mapped (compressed, or not a regular file; a pipe is not opened)."""
-    import os
-
     from . import classify
 
     if not os.path.isfile(path):

@@ -495,6 +495,40 @@ cdef inline bint _is_dns_port(uint32_t port) noexcept nogil:
 # The table
 # ---------------------------------------------------------------------------------------------
 
+cdef inline bint _is_dns_datagram(const packet_t* p) noexcept nogil:
+    """A UDP datagram with a payload on a DNS port: its answers feed the association table."""
+    return p.l4proto == 17 and p.payload_len and (_is_dns_port(p.sport) or _is_dns_port(p.dport))
+
+
+cdef inline int _dissect_flow(const uint8_t* data, uint32_t caplen, uint32_t linktype,
+                              packet_t* p) noexcept nogil:
+    """dissect() for the flow table: DS_OK for every frame of a flow (a transport without ports,
+    ICMP say, gets a key without ports and no payload), else the status of a frame of no flow."""
+    cdef int st = dissect(data, caplen, linktype, p)
+    if st == DS_UNSUPPORTED_L4:
+        p.sport = 0
+        p.dport = 0
+        p.payload_len = 0
+        return DS_OK
+    return st
+
+
+cdef inline bint _clock_step(int64_t ts, int64_t* now, int64_t* next_sweep,
+                             int64_t every) noexcept nogil:
+    """Move the table clock to ts (the largest capture time so far: never backwards); True when a
+    sweep is due at this frame, before it (the next one is then due ``every`` later).
+
+    Sweeps run on the table clock and the lists are in clock order, so a sweep ends exactly the
+    flows idle (or old) for longer than their timeout, whatever other flows the table holds: a
+    shard of the flows sweeps its flows exactly as the whole table would."""
+    if ts > now[0]:
+        now[0] = ts
+    if now[0] >= next_sweep[0]:
+        next_sweep[0] = now[0] + every
+        return True
+    return False
+
+
 cdef class FlowTable:
     """Flow table over packets in capture order; see the module docstring for the semantics.
 
@@ -1341,33 +1375,21 @@ cdef class FlowTable:
     cdef int _packet(self, int64_t ts, const uint8_t* data, uint32_t caplen, uint32_t wirelen,
                      uint32_t linktype) noexcept nogil:
         cdef packet_t* p = &self.pkt
-        cdef int st = dissect(data, caplen, linktype, p)
+        cdef int st = _dissect_flow(data, caplen, linktype, p)
         cdef uint32_t h
         self.cur_frame = self.frame_no
         self.frame_no += 1
-        if st != DS_OK and st != DS_UNSUPPORTED_L4:
+        if st != DS_OK:
             if self.shard_index == 0:
                 self._count_no_flow(st, wirelen)    # frames of no flow: counted by shard 0 only
             return 0
-        if st == DS_UNSUPPORTED_L4:
-            p.sport = 0
-            p.dport = 0
-            p.payload_len = 0
-        if ts > self.now_ns:
-            self.now_ns = ts
-        if self.now_ns >= self.next_sweep_ns:
-            # Sweeps run on the table clock (the largest capture time so far, never backwards)
-            # and the lists are in clock order, so a sweep ends exactly the flows idle (or old)
-            # for longer than their timeout, whatever other flows the table holds: a shard of the
-            # flows sweeps its flows exactly as the whole table would.
+        if _clock_step(ts, &self.now_ns, &self.next_sweep_ns, self.sweep_every_ns):
             self._sweep(self.now_ns)
-            self.next_sweep_ns = self.now_ns + self.sweep_every_ns
         h = _flow_hash(p.src, p.sport, p.dst, p.dport, p.l4proto, p.vlan, p.ip_version)
         if self.shard_count > 1 and _shard_of(h, self.shard_count) != self.shard_index:
             # Another shard's flow.  Its DNS answers still feed our association table: a flow of
             # ours may be named by them.
-            if (p.l4proto == 17 and p.payload_len and self.dns_assoc
-                    and (_is_dns_port(p.sport) or _is_dns_port(p.dport))):
+            if self.dns_assoc and _is_dns_datagram(p):
                 self._dns_datagram(ts)
             return 0
         return self._owned(h, ts, wirelen)
@@ -1785,8 +1807,8 @@ cdef class FrameDispatch:
             fr = &self.frames[i]
             frame = self.frame_no
             self.frame_no += 1
-            st = dissect(fr.data, fr.caplen, fr.linktype, p)
-            if st != DS_OK and st != DS_UNSUPPORTED_L4:
+            st = _dissect_flow(fr.data, fr.caplen, fr.linktype, p)
+            if st != DS_OK:
                 it = self._push(base)
                 if it == NULL:
                     return -1
@@ -1795,13 +1817,7 @@ cdef class FrameDispatch:
                 it.wirelen = fr.wirelen
                 it.frame = frame
                 continue
-            if st == DS_UNSUPPORTED_L4:
-                p.sport = 0
-                p.dport = 0
-                p.payload_len = 0
-            if fr.ts_ns > self.now_ns:
-                self.now_ns = fr.ts_ns
-            if self.now_ns >= self.next_sweep_ns:
+            if _clock_step(fr.ts_ns, &self.now_ns, &self.next_sweep_ns, self.sweep_every_ns):
                 for k in range(self.nshards):
                     it = self._push(base + k)
                     if it == NULL:
@@ -1809,15 +1825,13 @@ cdef class FrameDispatch:
                     it.kind = IT_SWEEP
                     it.now = self.now_ns
                     it.frame = frame
-                self.next_sweep_ns = self.now_ns + self.sweep_every_ns
             h = _flow_hash(p.src, p.sport, p.dst, p.dport, p.l4proto, p.vlan, p.ip_version)
             owner = _shard_of(h, self.nshards)
             it = self._push_frame(base + owner, IT_OWN, fr, frame)
             if it == NULL:
                 return -1
             it.h = h
-            if (p.l4proto == 17 and p.payload_len and self.dns_assoc
-                    and (_is_dns_port(p.sport) or _is_dns_port(p.dport))):
+            if self.dns_assoc and _is_dns_datagram(p):
                 for k in range(self.nshards):
                     if k != owner and self._push_frame(base + k, IT_DNS, fr, frame) == NULL:
                         return -1

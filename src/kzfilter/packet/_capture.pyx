@@ -139,22 +139,6 @@ cdef enum:
     RELEASE_BYTES = 32 << 20
 
 
-cdef int _release_mapped(CaptureReader self, cap_state_t* st) except -1:
-    import mmap
-    if not hasattr(mmap, "MADV_DONTNEED"):
-        st.released = st.pos
-        return 0
-    cdef size_t page = mmap.PAGESIZE
-    cdef size_t upto = st.pos
-    if st.hold_set and st.hold < upto:
-        upto = st.hold          # frames a consumer still holds (kzfilter.threaded)
-    upto = (upto // page) * page
-    if upto > st.released:
-        self._io.mm.madvise(mmap.MADV_DONTNEED, st.released, upto - st.released)
-        st.released = upto
-    return 0
-
-
 cdef inline uint16_t rd16(const uint8_t* p, int be) noexcept nogil:
     if be:
         return <uint16_t>((<uint16_t>p[0] << 8) | p[1])
@@ -595,6 +579,22 @@ cdef extern from *:
     void _store_size "kz_store_size"(size_t* p, size_t v) noexcept nogil
 
 
+cdef inline void _release_behind(cap_state_t* st) noexcept nogil:
+    """Every RELEASE_BYTES, hand the pages behind the read position back to the kernel, except
+    those at or after st.hold (frames a consumer still holds: kzfilter.threaded).  Where madvise
+    cannot release (not Linux), the pages simply stay mapped."""
+    cdef size_t upto
+    if st.pos - st.released < RELEASE_BYTES:
+        return
+    upto = st.pos
+    if st.hold_set and st.hold < upto:
+        upto = st.hold
+    upto = (upto // st.page) * st.page
+    if upto > st.released:
+        _release(<void*>(st.base + st.released), upto - st.released)
+        st.released = upto
+
+
 cdef inline void _prefetch_ahead(cap_state_t* st) noexcept nogil:
     """Map and prefetch the next bytes of a mapped capture, ahead of the read position.
 
@@ -669,6 +669,22 @@ cdef inline void _pcap_record(cap_state_t* st, const uint8_t* p, uint32_t caplen
     st.wire_bytes += f.wirelen
 
 
+cdef inline void _packet_block(cap_state_t* st, const uint8_t* p, int be, uint32_t iface,
+                               uint32_t caplen, frame_t* f) noexcept nogil:
+    """Take the checked Enhanced (or obsolete) Packet Block at p as frame f (position and counters
+    are the caller's)."""
+    cdef uint32_t snap = st.ifaces[iface].snaplen
+    if snap != 0 and caplen > snap:
+        st.over_snaplen += 1
+    f.ts_ns = iface_ts(&st.ifaces[iface], (<uint64_t>rd32(p + 12, be) << 32) | rd32(p + 16, be))
+    f.data = p + 28
+    f.caplen = caplen
+    f.wirelen = rd32(p + 24, be)
+    f.linktype = st.ifaces[iface].linktype
+    f.iface = <uint16_t>iface
+    st.last_ts = f.ts_ns
+
+
 cdef int _new_iface(CaptureReader self, const uint8_t* p, uint32_t blen) except -1:
     cdef cap_state_t* st = <cap_state_t*>self._state
     cdef iface_t* it
@@ -715,7 +731,6 @@ cdef int _step_pcapng(CaptureReader self, frame_t* f, Py_ssize_t n) except -1:
     cdef cap_state_t* st = <cap_state_t*>self._state
     cdef const uint8_t* p
     cdef uint32_t btype, blen, bom, iface, caplen, wirelen, snap, room
-    cdef uint64_t t
     cdef int r = _ensure(self, 8, n)
     cdef int be
     if r == ENS_YIELD:
@@ -784,7 +799,6 @@ cdef int _step_pcapng(CaptureReader self, frame_t* f, Py_ssize_t n) except -1:
         else:
             iface = rd16(p + 8, be)
         caplen = rd32(p + 20, be)
-        wirelen = rd32(p + 24, be)
         if iface >= st.n_ifaces:
             st.unknown_iface += 1
             st.pos += blen
@@ -793,17 +807,7 @@ cdef int _step_pcapng(CaptureReader self, frame_t* f, Py_ssize_t n) except -1:
             st.bad += 1
             st.pos += blen
             return ST_NONE
-        snap = st.ifaces[iface].snaplen
-        if snap != 0 and caplen > snap:
-            st.over_snaplen += 1
-        t = (<uint64_t>rd32(p + 12, be) << 32) | rd32(p + 16, be)
-        f.ts_ns = iface_ts(&st.ifaces[iface], t)
-        f.data = p + 28
-        f.caplen = caplen
-        f.wirelen = wirelen
-        f.linktype = st.ifaces[iface].linktype
-        f.iface = <uint16_t>iface
-        st.last_ts = f.ts_ns
+        _packet_block(st, p, be, iface, caplen, f)
     elif btype == BT_SPB:
         # Simple packet block (section 4.4): interface 0, no timestamp (we reuse the last
         # one seen so idle timers stay sane); captured length = min(original, snaplen, room).
@@ -958,8 +962,8 @@ cdef class CaptureReader:
             raise ValueError("fill() needs room for at least one frame")
         if st.done or st.closed or st.fmt == 0:     # fmt 0: __init__ never ran or failed
             return 0
-        if st.mapped and st.pos - st.released >= RELEASE_BYTES:
-            _release_mapped(self, st)
+        if st.mapped:
+            _release_behind(st)
         while n < max_frames:
             if st.fmt == FMT_PCAP:
                 r = _step_pcap(self, &frames[n], n)
@@ -986,19 +990,12 @@ cdef class CaptureReader:
         cdef cap_state_t* st = <cap_state_t*>self._state
         cdef Py_ssize_t n = 0
         cdef const uint8_t* p
-        cdef uint32_t caplen, blen, iface, snap
-        cdef size_t upto, room
+        cdef uint32_t caplen, blen, iface
+        cdef size_t room
         cdef frame_t* f
         if st == NULL or not st.mapped or st.done or st.closed or st.fmt == 0:
             return 0
-        if st.pos - st.released >= RELEASE_BYTES:
-            upto = st.pos
-            if st.hold_set and st.hold < upto:
-                upto = st.hold
-            upto = (upto // st.page) * st.page
-            if upto > st.released:
-                if _release(<void*>(st.base + st.released), upto - st.released) == 0:
-                    st.released = upto
+        _release_behind(st)
         while n < max_frames:
             room = st.end - st.pos
             p = st.base + st.pos
@@ -1022,17 +1019,7 @@ cdef class CaptureReader:
                 caplen = rd32(p + 20, st.be)
                 if iface >= st.n_ifaces or caplen > blen - 32 or caplen > MAX_CAPLEN:
                     break
-                snap = st.ifaces[iface].snaplen
-                if snap != 0 and caplen > snap:
-                    st.over_snaplen += 1
-                f.ts_ns = iface_ts(&st.ifaces[iface],
-                                   (<uint64_t>rd32(p + 12, st.be) << 32) | rd32(p + 16, st.be))
-                f.data = p + 28
-                f.caplen = caplen
-                f.wirelen = rd32(p + 24, st.be)
-                f.linktype = st.ifaces[iface].linktype
-                f.iface = <uint16_t>iface
-                st.last_ts = f.ts_ns
+                _packet_block(st, p, st.be, iface, caplen, f)
                 st.pos += blen
                 st.frames += 1
                 st.bytes += f.caplen
