@@ -37,9 +37,9 @@ if TYPE_CHECKING:
 
 __all__ = ["threaded_file"]
 
-BATCH_FRAMES = 8192       # frames per slot: the unit of reading and of applying a shard
+BATCH_FRAMES = 16384      # frames per slot: the unit of reading and of applying a shard
 CHUNKS_AHEAD = 2          # chunks of records read ahead of the caller: bounds memory
-SLOTS = 4                 # slots in flight: their frames stay mapped (4 x 8192 frames)
+SLOTS = 4                 # slots in flight: their frames stay mapped (4 x 16384 frames)
 POPULATE_AHEAD = 16 << 20  # an idle thread fills the page tables this far past the read position
 POPULATE_STEP = 2 << 20    # ... this much per unit of work
 
@@ -65,7 +65,9 @@ class _Run:
         self.finish = finish
         self.dispatch = _table.FrameDispatch(tables, SLOTS)
         n = len(tables)
-        self.cond = threading.Condition()
+        lock = threading.Lock()
+        self.cond = threading.Condition(lock)      # the workers wait here for a unit
+        self.ready = threading.Condition(lock)     # the caller waits here for a finished chunk
         self.free = list(range(SLOTS))              # slots nobody uses
         self.filled: list[tuple[int, bool, bool]] = []   # (slot, end_chunk, last) in read order
         self.next_for = [0] * n                     # index into filled of shard k's next slot
@@ -158,6 +160,7 @@ class _Run:
                         self.next_finish += 1
                         self.finishing = False
                         self.cond.notify_all()
+                        self.ready.notify_all()
                 else:
                     done = self.reader.populate_step(POPULATE_AHEAD, POPULATE_STEP)
                     with self.cond:
@@ -169,6 +172,7 @@ class _Run:
                     self.error = exc
                 self.stopping = True
                 self.cond.notify_all()
+                self.ready.notify_all()
 
     def _read(self, slot: int) -> None:
         want = min(BATCH_FRAMES, self.chunk_frames - self.in_chunk)
@@ -210,6 +214,7 @@ class _Run:
                 self.parts.setdefault(c, [None] * len(self.tables))[k] = records
                 if last and all(n == self.shard_chunks[k] for n in self.shard_chunks):
                     self.chunks_total = self.shard_chunks[k]
+                    self.ready.notify_all()
             self.cond.notify_all()
 
     # -- caller's side -------------------------------------------------------------------------
@@ -222,7 +227,7 @@ class _Run:
             with self.cond:
                 while (c not in self.finished and self.error is None
                        and not (self.chunks_total is not None and c >= self.chunks_total)):
-                    self.cond.wait()
+                    self.ready.wait()
                 if self.error is not None:
                     raise self.error
                 if c not in self.finished:
