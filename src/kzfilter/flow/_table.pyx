@@ -1767,22 +1767,29 @@ cdef class FrameDispatch:
         free(self.cap)
         free(self.frames)
 
-    cdef item_t* _push(self, uint32_t cell) noexcept nogil:
+    cdef inline item_t* _push(self, uint32_t cell) noexcept nogil:
         """Room for one more event in ``cell`` (slot * nshards + shard), or NULL without memory."""
+        cdef Py_ssize_t c = self.count[cell]
+        if c < self.cap[cell]:
+            self.count[cell] = c + 1
+            return &self.items[cell][c]
+        return self._grow(cell)
+
+    cdef item_t* _grow(self, uint32_t cell) noexcept nogil:
+        """_push when ``cell`` is full: double it."""
         cdef Py_ssize_t c = self.cap[cell], newcap
         cdef item_t* grown
-        if self.count[cell] == c:
-            newcap = c * 2 if c else 1024
-            grown = <item_t*>realloc(self.items[cell], newcap * sizeof(item_t))
-            if grown == NULL:
-                return NULL
-            self.items[cell] = grown
-            self.cap[cell] = newcap
+        newcap = c * 2 if c else 1024
+        grown = <item_t*>realloc(self.items[cell], newcap * sizeof(item_t))
+        if grown == NULL:
+            return NULL
+        self.items[cell] = grown
+        self.cap[cell] = newcap
         self.count[cell] += 1
         return &self.items[cell][self.count[cell] - 1]
 
-    cdef item_t* _push_frame(self, uint32_t cell, uint8_t kind, const frame_t* fr,
-                             int64_t frame) noexcept nogil:
+    cdef inline item_t* _push_frame(self, uint32_t cell, uint8_t kind, const frame_t* fr,
+                                    int64_t frame) noexcept nogil:
         """An event that carries frame ``fr``, dissected in self.pkt (IT_OWN, IT_DNS), at the
         current clock."""
         cdef item_t* it = self._push(cell)
