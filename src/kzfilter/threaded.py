@@ -19,8 +19,8 @@ on N.
 Pipeline: ``SLOTS`` batches of ``BATCH_FRAMES`` frames are in flight, at most ``CHUNKS_AHEAD``
 chunks ahead of the caller (memory stays flat); the pages of frames in flight stay mapped.  The
 same threads merge each finished chunk and apply its verdicts (numpy); the caller's thread only
-takes the results.  QUIC Initials still take
-the GIL for their keys and ciphers (``cryptography``), as in one thread.
+takes the results.  QUIC Initials are decrypted in C (libcrypto) without the GIL too, where
+libcrypto loads (``kzfilter.packet._quic.bind_openssl``).
 """
 from __future__ import annotations
 

@@ -5,7 +5,8 @@ version table, key schedule and a fresh AES-ECB context per packet.  Every datag
 same reason, or the same (version, DCID, SCID, CRYPTO frames, packets, truncated): the QUIC
 datagrams of the nDPI captures, every prefix of real and built Initials, mutated headers, and
 hypothesis-built plaintexts sealed as client Initials.  Malformed input gives a reason, never an
-exception.
+exception.  Both decryption paths answer every one of them: ``cryptography`` (open_initials) and
+the C path through libcrypto that the flow table uses (open_initials_c).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from tests.packet.test_hostnames import capture_files, iter_ip
 from tests.packet.test_quic import (
     CLIENT_HELLO, CRYPTO_FRAME, DCID, REASONS, RFC9001_CLIENT_INITIAL, RFC9369_CLIENT_INITIAL, V1,
     V2, crypto, pad, protect)
+from tests.conftest import REQUIRE_SHARED
 from tests.reference import quic_model
 
 HYP = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -42,10 +44,54 @@ def compiled(datagram: bytes):
     return reason, (ini.version, ini.dcid, ini.scid, ini.frames, ini.packets, ini.truncated)
 
 
+C_PATH = _quic.bind_openssl()
+
+
+def c_path(datagram: bytes):
+    """open_initials_c's answer in the model's shape."""
+    status, version, dcid, scid, frames, packets, truncated = _quic.open_initials_c(datagram)
+    if status:
+        return _quic.QS_NAMES[status], None
+    return "ok", (version, dcid, scid, frames, packets, truncated)
+
+
 def assert_same(datagram: bytes) -> str:
     got, want = compiled(datagram), quic_model.decrypt(datagram)
     assert got == want, (datagram[:48].hex(), got[0], want[0])
+    if C_PATH:
+        got_c = c_path(datagram)
+        assert got_c == want, ("C path", datagram[:48].hex(), got_c[0], want[0])
     return got[0]
+
+
+def test_c_path_is_bound():
+    """libcrypto ships with every CPython that has hashlib's OpenSSL; CI must test the C path."""
+    if not C_PATH:
+        message = "no libcrypto could be loaded: only the cryptography path is tested"
+        if REQUIRE_SHARED:
+            pytest.fail(message + "; .ci/run requires the C path")
+        pytest.skip(message)
+    assert _quic.c_path_enabled()
+    assert c_path(RFC9001_CLIENT_INITIAL)[0] == "ok" and c_path(RFC9369_CLIENT_INITIAL)[0] == "ok"
+
+
+@HYP
+@given(st.sampled_from([V1, V2, 0xFF00001D, 0xFF000017, 0xFF000016, 0x54303530, 0x54303531,
+                        0x51303530, 0xFACEB001, 0xFACEB002, 0xFACEB00E]),
+       st.binary(min_size=0, max_size=20))
+def test_c_key_schedule_matches_python(version, dcid):
+    if not C_PATH:
+        pytest.skip("the C path is off: no libcrypto, or KZFILTER_QUIC_CRYPTO=python")
+    assert _quic.client_initial_keys_c(version, dcid) == quic.client_initial_keys(version, dcid)
+
+
+def test_c_key_schedule_refuses_unknown_versions():
+    if not C_PATH:
+        pytest.skip("the C path is off: no libcrypto, or KZFILTER_QUIC_CRYPTO=python")
+    with pytest.raises(ValueError, match="unsupported"):
+        _quic.client_initial_keys_c(0x1A2A3A4A, b"\x01" * 8)
+    with pytest.raises(ValueError):
+        _quic.client_initial_keys_c(V1, b"\x01" * 21)
 
 
 def model_walk(plain: bytes, crypto_type: int = 0x06):
@@ -306,7 +352,25 @@ def _table(datagrams):
     return r, t.counters
 
 
-def test_flow_table_refuses_unknown_versions_and_names_known_ones():
+def test_long_token_header_decrypts_on_both_paths():
+    # The AEAD's associated data is the whole header, token included: 300 bytes of token put it
+    # past the C path's stack buffer.
+    dg = protect(pad(b"\x01" + CRYPTO_FRAME, 1100), token=bytes(range(256)) + bytes(44))
+    assert assert_same(dg) == "ok"
+
+
+@pytest.mark.parametrize("c_on", [False, True])
+def test_flow_table_refuses_unknown_versions_and_names_known_ones(c_on):
+    if c_on and not C_PATH:
+        pytest.skip("the C path is off: no libcrypto, or KZFILTER_QUIC_CRYPTO=python")
+    _quic.set_c_path(c_on)
+    try:
+        _check_flow_table_quic()
+    finally:
+        _quic.set_c_path(True)
+
+
+def _check_flow_table_quic():
     unknown = b"\xc0\x1a\x2a\x3a\x4a\x08" + b"\x01" * 8 + bytes(1200)
     r, c = _table([unknown, unknown])
     assert r.no_name_reason == "quic-unknown-version" and r.name is None
@@ -318,3 +382,38 @@ def test_flow_table_refuses_unknown_versions_and_names_known_ones():
     damaged[1199] ^= 1
     r, c = _table([bytes(damaged), RFC9001_CLIENT_INITIAL])      # a retransmission decrypts
     assert r.name == "example.com" and (c["quic_initials"], c["quic_failed"]) == (2, 1)
+
+
+def _records_of(paths, c_on: bool):
+    from kzfilter.packet._capture import CaptureReader
+
+    _quic.set_c_path(c_on)
+    try:
+        out = []
+        for path in paths:
+            t = FlowTable(capture_name=path.name)
+            with CaptureReader(str(path)) as reader:
+                t.process_reader(reader)
+            t.flush()
+            out.append((path.name, [r.as_dict() for r in t.take_records()], dict(t.counters)))
+        return out
+    finally:
+        _quic.set_c_path(True)
+
+
+def test_flow_table_gives_the_same_records_on_both_paths(tmp_path):
+    """Every record and counter of the nDPI QUIC captures, and of a synthetic capture with a
+    thousand QUIC connections, is the same whether Initials are decrypted in C or by
+    ``cryptography``."""
+    if not C_PATH:
+        pytest.skip("the C path is off: no libcrypto, or KZFILTER_QUIC_CRYPTO=python")
+    from tests.packet.test_hostnames import capture_files as ndpi_files
+
+    from tests.conftest import write_synthetic_capture
+
+    paths = [p for p in ndpi_files() if "quic" in p.name]
+    paths.append(write_synthetic_capture(tmp_path, 20000, concurrent=400))
+    c_records, py_records = _records_of(paths, True), _records_of(paths, False)
+    assert c_records == py_records
+    named = sum(1 for _, recs, _ in c_records for r in recs if r["name_source"] == "quic")
+    assert named >= 50, named          # not vacuous: QUIC names found on both paths

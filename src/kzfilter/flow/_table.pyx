@@ -65,12 +65,13 @@ from kzfilter.packet._hostnames cimport (
     starttls_client_hello, quic_crypto_hello,
     NS_FOUND, NS_NEED_MORE, NS_NOT_PROTO, NS_NO_NAME, NS_MALFORMED)
 from kzfilter.packet._quic cimport (
-    quic_version_profile, quic_profile_t, QS_OK, QS_NOT_QUIC, QS_NOT_INITIAL, QS_UNKNOWN_VERSION)
+    quic_version_profile, quic_profile_t, QS_OK, QS_NOT_QUIC, QS_NOT_INITIAL, QS_UNKNOWN_VERSION,
+    quic_c_ready, quic_open_initials_c, quic_open_t, quic_crypto_t, QUIC_OPEN_MAX_FRAMES)
 
 import numpy as np
 
 from kzfilter.flow.records import RECORD_DTYPE, RecordBatch
-from kzfilter.packet._quic import open_initials
+from kzfilter.packet._quic import bind_openssl, open_initials
 
 cdef enum:
     BATCH = 1024            # frames per CaptureReader.fill
@@ -583,6 +584,9 @@ cdef class FlowTable:
     cdef size_t alpn_cap
 
     cdef uint8_t* scratch
+    cdef uint8_t* quic_plain     # the C QUIC path: plaintexts of one datagram
+    cdef size_t quic_plain_cap
+    cdef quic_crypto_t* quic_frames
     cdef frame_t* frames
     cdef packet_t pkt
     cdef dns_info_t dns
@@ -640,6 +644,7 @@ cdef class FlowTable:
         self.cur_capture = 0
         self.shard_count = shard_count
         self.shard_index = shard_index
+        bind_openssl()      # client Initials decrypted in C without the GIL where libcrypto loads
 
     def __dealloc__(self):
         cdef uint32_t i
@@ -663,6 +668,8 @@ cdef class FlowTable:
         free(self.arena)
         free(self.alpn_arena)
         free(self.scratch)
+        free(self.quic_plain)
+        free(self.quic_frames)
         free(self.frames)
 
     # -- list plumbing ------------------------------------------------------------------------
@@ -1201,13 +1208,15 @@ cdef class FlowTable:
                 f.mode = MODE_QUIC
             if f.mode == MODE_QUIC:
                 self.c.quic_initials += 1
-                if _quic_version_known(p.payload):
-                    with gil:
-                        self._quic(f, p.payload, p.payload_len)
-                else:
+                if not _quic_version_known(p.payload):
                     # What decryption would answer, without the GIL: no salt for this version.
                     f.quic_tries += 1
                     self._quic_failed(f, NN_QUIC_VERSION)
+                elif quic_c_ready():
+                    self._quic_c(f, p.payload, p.payload_len)
+                else:
+                    with gil:
+                        self._quic(f, p.payload, p.payload_len)
             return
         if p.payload_len >= 7 and (p.payload[0] & 0x80) and (p.payload[1] | p.payload[2]
                                                             | p.payload[3] | p.payload[4]):
@@ -1231,10 +1240,9 @@ cdef class FlowTable:
             self._give_up(f, code)
 
     cdef void _quic(self, flow_t* f, const uint8_t* data, uint32_t n) noexcept:
-        """One client Initial datagram (GIL held): decrypt, add CRYPTO frames, parse."""
-        cdef tls_info_t info
+        """One client Initial datagram (GIL held: the ``cryptography`` path): decrypt, add CRYPTO
+        frames, parse."""
         cdef const unsigned char[::1] fr
-        cdef int rc, st
         cdef bint grew = False
         f.quic_tries += 1
         try:
@@ -1244,23 +1252,84 @@ cdef class FlowTable:
         if code:
             self._quic_failed(f, code)
             return
+        if self._quic_reasm(f) < 0:
+            return
+        for off, chunk in frames:
+            if not chunk:
+                continue
+            fr = chunk
+            if self._quic_add(f, off, &fr[0], <uint32_t>fr.shape[0], &grew) < 0:
+                return
+        self._quic_parse(f, grew)
+
+    cdef void _quic_c(self, flow_t* f, const uint8_t* data, uint32_t n) noexcept nogil:
+        """One client Initial datagram, decrypted in C (libcrypto) without the GIL: the same
+        steps and answers as _quic."""
+        cdef quic_open_t res
+        cdef int st, code
+        cdef uint32_t k
+        cdef bint grew = False
+        cdef uint8_t* grown
+        f.quic_tries += 1
+        if self.quic_frames == NULL:
+            self.quic_frames = <quic_crypto_t*>malloc(QUIC_OPEN_MAX_FRAMES * sizeof(quic_crypto_t))
+        if n > self.quic_plain_cap:
+            grown = <uint8_t*>realloc(self.quic_plain, n)
+            if grown != NULL:
+                self.quic_plain = grown
+                self.quic_plain_cap = n
+        if self.quic_frames == NULL or n > self.quic_plain_cap:
+            st = -1
+        else:
+            st = quic_open_initials_c(data, n, self.quic_plain, self.quic_frames, &res)
+        if st == QS_OK:
+            code = 0
+        elif st == QS_UNKNOWN_VERSION:
+            code = NN_QUIC_VERSION
+        elif st == QS_NOT_QUIC or st == QS_NOT_INITIAL:
+            code = NN_UNKNOWN
+        else:
+            code = NN_QUIC_UNDECRYPTABLE        # the tag, damage, or no memory
+        if code:
+            self._quic_failed(f, code)
+            return
+        if self._quic_reasm(f) < 0:
+            return
+        for k in range(res.count):
+            if self.quic_frames[k].length == 0:
+                continue
+            if self._quic_add(f, self.quic_frames[k].offset,
+                              self.quic_plain + self.quic_frames[k].start,
+                              self.quic_frames[k].length, &grew) < 0:
+                return
+        self._quic_parse(f, grew)
+
+    cdef int _quic_reasm(self, flow_t* f) noexcept nogil:
+        """The flow's CRYPTO reassembly buffer; -1 when it cannot be had (the flow gave up)."""
         if f.reasm == NULL:
             f.reasm = _reasm_new(self.reasm_limit)
             if f.reasm == NULL:
                 self.c.reasm_alloc_failed += 1
                 self._give_up(f, NN_LIMIT)
-                return
-        for off, chunk in frames:
-            if not chunk:
-                continue
-            fr = chunk
-            rc = _reasm_add(f.reasm, off, &fr[0], <uint32_t>fr.shape[0])
-            if rc < 0:
-                self.c.reasm_alloc_failed += 1
-                self._give_up(f, NN_LIMIT)
-                return
-            if rc == 1:
-                grew = True
+                return -1
+        return 0
+
+    cdef int _quic_add(self, flow_t* f, uint64_t off, const uint8_t* data, uint32_t n,
+                       bint* grew) noexcept nogil:
+        """Add one CRYPTO frame; -1 when out of memory (the flow gave up)."""
+        cdef int rc = _reasm_add(f.reasm, off, data, n)
+        if rc < 0:
+            self.c.reasm_alloc_failed += 1
+            self._give_up(f, NN_LIMIT)
+            return -1
+        if rc == 1:
+            grew[0] = True
+        return 0
+
+    cdef void _quic_parse(self, flow_t* f, bint grew) noexcept nogil:
+        """After a datagram's CRYPTO frames: parse the ClientHello when the stream grew."""
+        cdef tls_info_t info
+        cdef int st
         if f.reasm.dropped:
             self.c.reasm_dropped += 1
             f.reasm.dropped = 0

@@ -1,6 +1,7 @@
 # Contract of the QUIC Initial parsers (RFC 9000 17.2, 19; RFC 9001 5): pure functions over bytes,
-# no allocation, no GIL.  The decryption itself (AES-ECB header protection, AES-GCM) is done with
-# the `cryptography` package by _quic.open_initials, which holds the GIL only for those two calls.
+# no allocation, no GIL.  The decryption itself (AES-ECB header protection, AES-GCM) is done either
+# with the `cryptography` package by _quic.open_initials, which holds the GIL only for those two
+# calls, or with libcrypto by quic_open_initials_c, without the GIL (the flow table's path).
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 
 cdef enum:
@@ -58,3 +59,22 @@ cdef enum:
 # CRYPTO frames to out, their number to *count.
 cdef int quic_walk_frames(const uint8_t* plain, uint64_t n, uint8_t crypto_frame,
                           quic_crypto_t* out, uint32_t* count) noexcept nogil
+
+# ---- Client Initials in C (libcrypto bound at run time by _quic.bind_openssl) ----------------
+cdef enum:
+    QUIC_OPEN_MAX_FRAMES = 2048     # QUIC_MAX_PACKETS_PER_DATAGRAM * QUIC_MAX_FRAMES_PER_PACKET
+
+ctypedef struct quic_open_t:
+    uint32_t version                # of the first Initial
+    uint32_t dcid_off, dcid_len, scid_off, scid_len   # of the first Initial, in the datagram
+    uint32_t count                  # CRYPTO frames written
+    uint32_t packets                # Initials decrypted
+    uint8_t truncated
+
+# True once bind_openssl() found libcrypto (and the C path is not switched off).
+cdef bint quic_c_ready() noexcept nogil
+
+# open_initials() without the GIL: plain has room for n bytes, frames for QUIC_OPEN_MAX_FRAMES
+# entries (start: offset into plain).  A QS_* status, or -1 when libcrypto failed.
+cdef int quic_open_initials_c(const uint8_t* buf, uint64_t n, uint8_t* plain,
+                              quic_crypto_t* frames, quic_open_t* res) noexcept nogil

@@ -16,8 +16,10 @@ read the TLS ClientHello (RFC 9001 5.2).  This module does that for:
   used for Q050 and that Wireshark (``packet-quic.c``) and nDPI (``protocols/quic.c``) publish.
 
 The parsing (long headers, varints, header-protection arithmetic, the frame walk) is compiled
-(:mod:`kzfilter.packet._quic`); the ciphers are the ``cryptography`` package's (OpenSSL), built once
-per connection ID.  The flow table hands the reassembled CRYPTO bytes to the compiled TLS parser
+(:mod:`kzfilter.packet._quic`); here the ciphers are the ``cryptography`` package's (OpenSSL), built
+once per connection ID.  The flow table decrypts the same way in C through libcrypto, without the
+GIL (``_quic.open_initials_c``), and falls back to these functions where libcrypto cannot be
+loaded.  The flow table hands the reassembled CRYPTO bytes to the compiled TLS parser
 (:func:`client_hello_from_crypto`).
 
 Example::
