@@ -587,12 +587,13 @@ def bind_openssl():
     if os.environ.get("KZFILTER_QUIC_CRYPTO", "").lower() == "python":
         return False
     import ctypes
-    import ctypes.util
-    names = list(_LIBCRYPTO_NAMES)
-    found = ctypes.util.find_library("crypto")
-    if found:
-        names.append(found)
-    for name in names:
+    for name in _LIBCRYPTO_NAMES + (None,):
+        if name is None:
+            # Last resort: find_library runs ldconfig or the compiler in a subprocess.
+            import ctypes.util
+            name = ctypes.util.find_library("crypto")
+            if not name:
+                break
         try:
             lib = ctypes.CDLL(name)
             _bind(lib)
