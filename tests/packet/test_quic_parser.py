@@ -417,3 +417,27 @@ def test_flow_table_gives_the_same_records_on_both_paths(tmp_path):
     assert c_records == py_records
     named = sum(1 for _, recs, _ in c_records for r in recs if r["name_source"] == "quic")
     assert named >= 50, named          # not vacuous: QUIC names found on both paths
+
+
+def test_key_cache_tells_versions_and_connection_ids_apart():
+    """The C path caches keys by (version, DCID) in 256 buckets: 1,500 connection IDs, each used
+    by a QUIC v1 and a QUIC v2 connection in turn, share the buckets; every Initial must still
+    decrypt with its own keys (a cache that matched on the bucket alone fails this)."""
+    if not C_PATH:
+        pytest.skip("the C path is off: no libcrypto, or KZFILTER_QUIC_CRYPTO=python")
+    rng = random.Random(9)
+    hello = pad(b"\x01" + CRYPTO_FRAME, 1100)
+    flows = []
+    for _ in range(1500):
+        dcid = rng.randbytes(8)
+        flows += [protect(hello, version=V1, dcid=dcid), protect(hello, version=V2, dcid=dcid)]
+    t = FlowTable()
+    for i, dg in enumerate(flows):
+        t.process_frame(1_000_000 + i, udp("10.0.0.1", 1024 + i % 60000, "192.0.%d.1" % (i // 60000),
+                                           443, dg))
+    t.flush()
+    records = list(t.take_records())
+    assert len(records) == len(flows)
+    assert all(r.name == "example.com" and r.name_source == "quic" for r in records), \
+        [r.no_name_reason for r in records if r.name is None][:5]
+    assert t.counters["quic_failed"] == 0

@@ -66,7 +66,8 @@ from kzfilter.packet._hostnames cimport (
     NS_FOUND, NS_NEED_MORE, NS_NOT_PROTO, NS_NO_NAME, NS_MALFORMED)
 from kzfilter.packet._quic cimport (
     quic_version_profile, quic_profile_t, QS_OK, QS_NOT_QUIC, QS_NOT_INITIAL, QS_UNKNOWN_VERSION,
-    quic_c_ready, quic_open_initials_c, quic_open_t, quic_crypto_t, QUIC_OPEN_MAX_FRAMES)
+    quic_c_ready, quic_open_initials_c, quic_open_t, quic_crypto_t, quic_key_cache_t,
+    QUIC_OPEN_MAX_FRAMES)
 
 import numpy as np
 
@@ -587,6 +588,7 @@ cdef class FlowTable:
     cdef uint8_t* quic_plain     # the C QUIC path: plaintexts of one datagram
     cdef size_t quic_plain_cap
     cdef quic_crypto_t* quic_frames
+    cdef quic_key_cache_t* quic_keys   # client Initial keys by (version, DCID)
     cdef frame_t* frames
     cdef packet_t pkt
     cdef dns_info_t dns
@@ -670,6 +672,7 @@ cdef class FlowTable:
         free(self.scratch)
         free(self.quic_plain)
         free(self.quic_frames)
+        free(self.quic_keys)
         free(self.frames)
 
     # -- list plumbing ------------------------------------------------------------------------
@@ -1273,6 +1276,8 @@ cdef class FlowTable:
         f.quic_tries += 1
         if self.quic_frames == NULL:
             self.quic_frames = <quic_crypto_t*>malloc(QUIC_OPEN_MAX_FRAMES * sizeof(quic_crypto_t))
+        if self.quic_keys == NULL:
+            self.quic_keys = <quic_key_cache_t*>calloc(1, sizeof(quic_key_cache_t))
         if n > self.quic_plain_cap:
             grown = <uint8_t*>realloc(self.quic_plain, n)
             if grown != NULL:
@@ -1281,7 +1286,8 @@ cdef class FlowTable:
         if self.quic_frames == NULL or n > self.quic_plain_cap:
             st = -1
         else:
-            st = quic_open_initials_c(data, n, self.quic_plain, self.quic_frames, &res)
+            st = quic_open_initials_c(data, n, self.quic_plain, self.quic_frames, &res,
+                                      self.quic_keys)
         if st == QS_OK:
             code = 0
         elif st == QS_UNKNOWN_VERSION:

@@ -74,7 +74,26 @@ ctypedef struct quic_open_t:
 # True once bind_openssl() found libcrypto (and the C path is not switched off).
 cdef bint quic_c_ready() noexcept nogil
 
+# Client Initial keys already derived, by (version, DCID): a connection sends several Initials,
+# and retransmits them.  Direct-mapped; one per flow table (no locking).
+cdef enum:
+    QUIC_KEY_CACHE = 256
+
+ctypedef struct quic_key_entry_t:
+    uint32_t version
+    uint8_t valid
+    uint8_t dcid_len
+    uint8_t dcid[20]
+    uint8_t key[16]
+    uint8_t iv[12]
+    uint8_t hp[16]
+
+ctypedef struct quic_key_cache_t:
+    quic_key_entry_t entries[QUIC_KEY_CACHE]
+
 # open_initials() without the GIL: plain has room for n bytes, frames for QUIC_OPEN_MAX_FRAMES
-# entries (start: offset into plain).  A QS_* status, or -1 when libcrypto failed.
+# entries (start: offset into plain); keys may be NULL (no cache).  A QS_* status, or -1 when
+# libcrypto failed.
 cdef int quic_open_initials_c(const uint8_t* buf, uint64_t n, uint8_t* plain,
-                              quic_crypto_t* frames, quic_open_t* res) noexcept nogil
+                              quic_crypto_t* frames, quic_open_t* res,
+                              quic_key_cache_t* keys) noexcept nogil

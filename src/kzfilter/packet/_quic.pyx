@@ -736,12 +736,30 @@ def client_initial_keys_c(uint32_t version, bytes dcid):
 ctypedef struct _c_keys_t:
     uint8_t key[16]
     uint8_t hp[16]
+    quic_key_cache_t* cache     # may be NULL
 
 
 cdef int _c_keys(void* ctx, uint32_t version, const uint8_t* dcid, uint32_t dcid_len,
                  uint8_t* iv) noexcept nogil:
     cdef _c_keys_t* k = <_c_keys_t*>ctx
-    return _initial_keys(version, dcid, dcid_len, k.key, iv, k.hp)
+    cdef quic_key_entry_t* e
+    cdef uint32_t h = 2166136261U ^ version, i
+    if k.cache == NULL or dcid_len > 20:
+        return _initial_keys(version, dcid, dcid_len, k.key, iv, k.hp)
+    for i in range(dcid_len):
+        h = (h ^ dcid[i]) * 16777619U       # FNV-1a
+    e = &k.cache.entries[h % QUIC_KEY_CACHE]
+    if not (e.valid and e.version == version and e.dcid_len == dcid_len
+            and memcmp(e.dcid, dcid, dcid_len) == 0):
+        if _initial_keys(version, dcid, dcid_len, e.key, e.iv, e.hp) < 0:
+            e.valid = 0
+            return -1
+        e.valid, e.version, e.dcid_len = 1, version, <uint8_t>dcid_len
+        memcpy(e.dcid, dcid, dcid_len)
+    memcpy(k.key, e.key, 16)
+    memcpy(iv, e.iv, 12)
+    memcpy(k.hp, e.hp, 16)
+    return 0
 
 
 cdef int _c_mask(void* ctx, const uint8_t* sample, uint8_t* mask) noexcept nogil:
@@ -783,9 +801,11 @@ cdef initial_ops_t _C_OPS = initial_ops_t(_c_keys, _c_mask, _c_open)
 
 
 cdef int quic_open_initials_c(const uint8_t* b, uint64_t n, uint8_t* plain,
-                              quic_crypto_t* frames, quic_open_t* res) noexcept nogil:
+                              quic_crypto_t* frames, quic_open_t* res,
+                              quic_key_cache_t* cache) noexcept nogil:
     """open_initials() with libcrypto's ciphers, without the GIL (see the .pxd)."""
     cdef _c_keys_t keys
+    keys.cache = cache
     return _open_walk(b, n, &_C_OPS, &keys, plain, frames, res)
 
 
@@ -795,4 +815,5 @@ def open_initials_c(datagram):
     cdef _c_keys_t keys
     if _ossl.hmac == NULL:
         raise RuntimeError("libcrypto is not bound")
+    keys.cache = NULL
     return _open_datagram(datagram, &_C_OPS, &keys, True, None)
