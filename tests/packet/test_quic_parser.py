@@ -14,6 +14,7 @@ import functools
 import random
 import sys
 import threading
+from pathlib import Path
 
 import dpkt
 import pytest
@@ -441,3 +442,28 @@ def test_key_cache_tells_versions_and_connection_ids_apart():
     assert all(r.name == "example.com" and r.name_source == "quic" for r in records), \
         [r.no_name_reason for r in records if r.name is None][:5]
     assert t.counters["quic_failed"] == 0
+
+
+def test_python_crypto_can_be_forced():
+    """KZFILTER_QUIC_CRYPTO=python keeps the cryptography path (the escape hatch the docs name):
+    a fresh interpreter then does not bind libcrypto, and the flow table still names QUIC."""
+    import os
+    import subprocess
+
+    code = (
+        "from kzfilter.packet import _quic\n"
+        "from kzfilter.flow._table import FlowTable\n"
+        "from tests.flow.frames import udp\n"
+        "from tests.packet.test_quic import RFC9001_CLIENT_INITIAL\n"
+        "t = FlowTable()\n"
+        "t.process_frame(1, udp('10.0.0.1', 5000, '192.0.2.1', 443, RFC9001_CLIENT_INITIAL))\n"
+        "t.flush()\n"
+        "(r,) = list(t.take_records())\n"
+        "print(_quic.c_path_enabled(), r.name, r.name_source)\n"
+    )
+    env = dict(os.environ, KZFILTER_QUIC_CRYPTO="python")
+    root = str(Path(__file__).resolve().parents[2])     # tests/ is imported from the checkout
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), root) if p)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True, cwd=root)
+    assert out.stdout.split() == ["False", "example.com", "quic"]
