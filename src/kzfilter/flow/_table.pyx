@@ -591,6 +591,7 @@ cdef class FlowTable:
     cdef quic_key_cache_t* quic_keys   # client Initial keys by (version, DCID)
     cdef frame_t* frames
     cdef packet_t pkt
+    cdef packet_t* cur          # the frame being attributed: &pkt, or an event's (_item)
     cdef dns_info_t dns
     cdef int64_t dns_frame      # the frame (cur_frame) whose UDP payload `dns` holds, or -1
     cdef int dns_status         # dns_message's status for it
@@ -600,6 +601,7 @@ cdef class FlowTable:
 
     def __cinit__(self, *args, **kwargs):
         self.dns_frame = -1
+        self.cur = &self.pkt
         self.free_head = -1
         self.age_head = self.age_tail = -1
         for i in range(3):
@@ -1102,7 +1104,7 @@ cdef class FlowTable:
 
     cdef void _tcp_payload(self, flow_t* f) noexcept nogil:
         """Client payload of a TCP flow whose name is pending: reassemble, then parse."""
-        cdef packet_t* p = &self.pkt
+        cdef packet_t* p = self.cur
         cdef uint32_t rel = p.seq - f.base_seq
         cdef uint32_t skip
         cdef const uint8_t* data = p.payload
@@ -1150,7 +1152,7 @@ cdef class FlowTable:
         """Parse the UDP payload of self.pkt into self.dns, once per frame (the split test of a
         DNS flow and the flow's naming both read it)."""
         if self.dns_frame != self.cur_frame:
-            self.dns_status = dns_message(self.pkt.payload, self.pkt.payload_len, &self.dns)
+            self.dns_status = dns_message(self.cur.payload, self.cur.payload_len, &self.dns)
             self.dns_frame = self.cur_frame
         return self.dns_status
 
@@ -1158,7 +1160,7 @@ cdef class FlowTable:
         """Parse the UDP payload of self.pkt as DNS; store the A/AAAA answers of a response in
         the association table.  Every shard runs this for every DNS datagram (owned or not), so
         the association tables of all shards are identical."""
-        cdef packet_t* p = &self.pkt
+        cdef packet_t* p = self.cur
         cdef uint32_t i
         cdef int st = self._parse_dns()
         if (st == NS_FOUND or st == NS_MALFORMED) and self.dns.is_response and self.dns_assoc \
@@ -1172,7 +1174,7 @@ cdef class FlowTable:
         return st
 
     cdef void _udp_payload(self, flow_t* f, bint c2s, int64_t ts) noexcept nogil:
-        cdef packet_t* p = &self.pkt
+        cdef packet_t* p = self.cur
         cdef int st
         cdef uint32_t i
         cdef const uint8_t* gname = NULL
@@ -1349,7 +1351,7 @@ cdef class FlowTable:
     # -- the per-packet path ------------------------------------------------------------------
     cdef int32_t _new_flow(self, int64_t ts) noexcept nogil:
         """Create the flow of self.pkt (the sender is the client unless it is a SYN+ACK)."""
-        cdef packet_t* p = &self.pkt
+        cdef packet_t* p = self.cur
         cdef int32_t s
         cdef flow_t* f
         cdef bint swap
@@ -1417,7 +1419,7 @@ cdef class FlowTable:
         the first.  Retransmissions and other types for the same name (A then AAAA) stay in the
         flow; responses stay with the flow of the last query.  DNS over TCP keeps its first name.
         """
-        cdef packet_t* p = &self.pkt
+        cdef packet_t* p = self.cur
         if (f.mode != MODE_DNS_UDP or f.name == NULL or f.name_source != SRC_DNS_QUERY
                 or p.payload_len < 12 or p.payload[2] & 0x80):   # QR bit set: a response
             return False
@@ -1426,7 +1428,7 @@ cdef class FlowTable:
         return self.dns.name_len != f.name_len or memcmp(self.dns.name, f.name, f.name_len) != 0
 
     cdef int32_t _lookup(self, uint32_t h, bint* c2s) noexcept nogil:
-        cdef packet_t* p = &self.pkt
+        cdef packet_t* p = self.cur
         cdef uint32_t i = h & self.fidx.mask
         cdef int32_t s
         cdef flow_t* f
@@ -1449,7 +1451,7 @@ cdef class FlowTable:
 
     cdef int _packet(self, int64_t ts, const uint8_t* data, uint32_t caplen, uint32_t wirelen,
                      uint32_t linktype) noexcept nogil:
-        cdef packet_t* p = &self.pkt
+        cdef packet_t* p = &self.pkt       # dissected here: self.cur is &self.pkt outside _item
         cdef int st = _dissect_flow(data, caplen, linktype, p)
         cdef uint32_t h
         self.cur_frame = self.frame_no
@@ -1487,7 +1489,7 @@ cdef class FlowTable:
 
     cdef int _owned(self, uint32_t h, int64_t ts, uint32_t wirelen) noexcept nogil:
         """Attribute self.pkt (this shard's, key hash ``h``) to its flow, after the clock moved."""
-        cdef packet_t* p = &self.pkt
+        cdef packet_t* p = self.cur
         cdef int32_t s
         cdef bint c2s = True
         cdef flow_t* f
@@ -1587,11 +1589,12 @@ cdef class FlowTable:
             self._sweep(it.now)
             self.next_sweep_ns = it.now + self.sweep_every_ns
             return
-        memcpy(&self.pkt, &it.pkt, sizeof(packet_t))
+        self.cur = <packet_t*>&it.pkt       # read in place: the event outlives this call
         if k == IT_OWN:
             self._owned(it.h, it.ts, it.wirelen)
         else:
             self._dns_datagram(it.ts)
+        self.cur = &self.pkt
 
     # -- Python API ---------------------------------------------------------------------------
     def process_reader(self, CaptureReader reader not None, capture_name=None, Py_ssize_t max_frames=0):
