@@ -34,7 +34,6 @@ shard 0 counts, so the total is the captures' size once); the parent reports the
 from __future__ import annotations
 
 import gc
-import multiprocessing as mp
 import os
 import queue as queue_mod
 import shutil
@@ -136,6 +135,10 @@ def _worker(jobs: list[tuple[int, str, int, int]], rules: Any, match_client_ip: 
 
 def _context() -> Any:
     """``fork`` where it exists (fast start, nothing to re-import); ``KZFILTER_MP_START`` overrides."""
+    # Imported here: multiprocessing costs ~8 ms to import, and the threads that split one
+    # capture (the default for fewer captures than workers) never need it.
+    import multiprocessing as mp
+
     method = os.environ.get("KZFILTER_MP_START")
     if not method:
         method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
