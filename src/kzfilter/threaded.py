@@ -95,9 +95,8 @@ class _Run:
 
     # -- scheduling (self.cond held) -----------------------------------------------------------
     def _hold(self) -> None:
-        """Keep the pages of every slot in use mapped."""
-        starts = [self.start[s] for s in range(SLOTS) if self.pending[s] or
-                  (self.reading and s not in self.free)]
+        """Keep the pages of every slot in use (being read, or not yet applied) mapped."""
+        starts = [self.start[s] for s in range(SLOTS) if s not in self.free]
         self.reader.hold_from(min(starts) if starts else None)
 
     def _pick(self) -> tuple[str, int] | None:

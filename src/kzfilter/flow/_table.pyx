@@ -373,13 +373,20 @@ def _quic_frames(datagram):
         from kzfilter.packet.quic import initial_ciphers
         _initial_ciphers = initial_ciphers
     status, _, _, _, frames, _, _ = open_initials(datagram, _initial_ciphers)   # one pass
+    code = _quic_reason(status)
+    return code, (frames if code == 0 else None)
+
+
+cdef inline int _quic_reason(int status) noexcept nogil:
+    """The no-name reason of a QS_* status of either decryption path (0: decrypted); anything
+    else, libcrypto's -1 included, is "undecryptable"."""
     if status == QS_OK:
-        return 0, frames
+        return 0
     if status == QS_UNKNOWN_VERSION:
-        return NN_QUIC_VERSION, None
+        return NN_QUIC_VERSION
     if status == QS_NOT_QUIC or status == QS_NOT_INITIAL:
-        return NN_UNKNOWN, None
-    return NN_QUIC_UNDECRYPTABLE, None
+        return NN_UNKNOWN
+    return NN_QUIC_UNDECRYPTABLE
 
 
 cdef inline bint _quic_version_known(const uint8_t* p) noexcept nogil:
@@ -1290,14 +1297,7 @@ cdef class FlowTable:
         else:
             st = quic_open_initials_c(data, n, self.quic_plain, self.quic_frames, &res,
                                       self.quic_keys)
-        if st == QS_OK:
-            code = 0
-        elif st == QS_UNKNOWN_VERSION:
-            code = NN_QUIC_VERSION
-        elif st == QS_NOT_QUIC or st == QS_NOT_INITIAL:
-            code = NN_UNKNOWN
-        else:
-            code = NN_QUIC_UNDECRYPTABLE        # the tag, damage, or no memory
+        code = _quic_reason(st)
         if code:
             self._quic_failed(f, code)
             return
