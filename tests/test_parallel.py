@@ -148,8 +148,10 @@ def test_progress_counts_each_byte_once(clf, synthetic, split):
 
 
 def test_progress_moves_while_threads_split_one_capture(clf, synthetic, monkeypatch):
-    # Per chunk of frames (processes report what a shared counter holds every POLL_S seconds).
+    # Per chunk of frames, which ends with a batch of BATCH_BYTES (processes report what a shared
+    # counter holds every POLL_S seconds).
     monkeypatch.setattr(classify_mod, "CHUNK_FRAMES", 2000)
+    monkeypatch.setattr(threaded_mod, "BATCH_BYTES", 1 << 20)
     monkeypatch.setenv("KZFILTER_SPLIT", "threads")
     seen: list[int] = []
     list(clf.classify([synthetic], workers=2, progress=seen.append).batches())
@@ -201,6 +203,7 @@ def test_errors_reach_the_parent(clf, tmp_path):
 
 def test_stopping_early_ends_the_workers(clf, synthetic, monkeypatch, split):
     monkeypatch.setattr(classify_mod, "CHUNK_FRAMES", 500)
+    monkeypatch.setattr(threaded_mod, "BATCH_BYTES", 1 << 16)     # chunks end at batch ends
     gen = clf.classify([synthetic], workers=2, **FAST).batches()   # flows end all along it
     first = next(gen)
     assert len(first) > 0
@@ -212,15 +215,54 @@ def test_stopping_early_ends_the_workers(clf, synthetic, monkeypatch, split):
 
 # -- flow-table threads over one read of a capture (kzfilter.threaded) ------------------------------
 
-@pytest.mark.parametrize("batch, slots", [(1, 2), (97, 2), (1000, 3), (4096, 4)])
+@pytest.mark.parametrize("batch, slots", [(997, 1), (4099, 2), (65536, 3), (1 << 20, 4)])
 def test_threads_any_batch_and_slot_count(clf, synthetic, monkeypatch, batch, slots):
     # Batches smaller and larger than a chunk, one and several slots in flight: the hand-over
     # between reading and the shard threads must not change a record.
     monkeypatch.setattr(classify_mod, "CHUNK_FRAMES", 3000)
-    monkeypatch.setattr(threaded_mod, "BATCH_FRAMES", batch)
+    monkeypatch.setattr(threaded_mod, "BATCH_BYTES", batch)
     monkeypatch.setattr(threaded_mod, "SLOTS", slots)
     ref, ref_counters = _run(clf, [synthetic], 1, **FAST)
     got, counters = _run(clf, [synthetic], 2, shard=True, split="threads", **FAST)
+    _assert_same(ref, got)
+    assert counters == ref_counters
+
+
+def test_threads_read_real_captures_in_small_spans(ndpi_clf, ndpi, monkeypatch):
+    # Batches of 2 KiB after a head of one frame: most batches of every nDPI capture are read by
+    # a span from a guessed first record, then committed or read again: records and counters
+    # stay those of one worker.
+    monkeypatch.setattr(threaded_mod, "BATCH_BYTES", 2048)
+    monkeypatch.setattr(threaded_mod, "HEAD_FRAMES", 1)
+    ref, ref_counters = _run(ndpi_clf, ndpi, 1)
+    got, counters = _run(ndpi_clf, ndpi, 2, True, "threads")
+    _assert_same(ref, got)
+    assert counters == ref_counters
+
+
+@pytest.mark.parametrize("damage", ["garbage-header", "cut"])
+def test_threads_on_a_damaged_capture(clf, synthetic, tmp_path, monkeypatch, damage):
+    # A record header of garbage two thirds in (the reader stops there, with an error), or a
+    # capture cut inside a record: spans read past the damage are dropped, and the records and
+    # counters (error and truncation included) are those of one worker.
+    data = bytearray(synthetic.read_bytes())
+    with CaptureReader(str(synthetic)) as r:
+        starts = []
+        while not r.exhausted and len(starts) < 8000:
+            starts.append(r.position)
+            next(iter(r), None)
+    at = starts[-1]                      # a record start about two thirds in (64 frames a step)
+    if damage == "garbage-header":
+        data[at + 8:at + 12] = (0x7FFFFFFF).to_bytes(4, "little")
+    else:
+        del data[at + 30:]
+    path = tmp_path / f"{damage}.pcap"
+    path.write_bytes(bytes(data))
+    monkeypatch.setattr(threaded_mod, "BATCH_BYTES", 1 << 16)
+    ref, ref_counters = _run(clf, [path], 1, **FAST)
+    capture = ref_counters["capture"]
+    assert (capture["error"] is not None) if damage == "garbage-header" else capture["truncated_records"] == 1
+    got, counters = _run(clf, [path], 2, shard=True, split="threads", **FAST)
     _assert_same(ref, got)
     assert counters == ref_counters
 
@@ -241,14 +283,14 @@ def test_thread_errors_reach_the_caller(clf, synthetic, monkeypatch):
     class Failing(FrameDispatch):
         calls = 0
 
-        def fill(self, reader, slot, n):
+        def read_span(self, reader, slot, at, stop, exact=False):
             Failing.calls += 1
             if Failing.calls == 3:
                 raise MemoryError("no room for the events")
-            return super().fill(reader, slot, n)
+            return super().read_span(reader, slot, at, stop, exact)
 
     monkeypatch.setattr(threaded_mod._table, "FrameDispatch", Failing)
-    monkeypatch.setattr(threaded_mod, "BATCH_FRAMES", 500)
+    monkeypatch.setattr(threaded_mod, "BATCH_BYTES", 50000)
     with pytest.raises(MemoryError, match="no room"):
         list(clf.classify([synthetic], workers=2).batches())
     assert _split_threads() == []
@@ -398,7 +440,6 @@ def _dispatched(path: str, n: int, batch: int, slots: int, **options):
     applying every slot to the N shard tables in turn (what kzfilter.threaded does in threads)."""
     tables = [FlowTable(shard_count=n, shard_index=k, **options) for k in range(n)]
     dispatch = FrameDispatch(tables, slots)
-    out = []
     with CaptureReader(path) as reader:
         slot = 0
         while True:
@@ -409,14 +450,20 @@ def _dispatched(path: str, n: int, batch: int, slots: int, **options):
             if got < batch:
                 break
         assert dispatch.frames_read == reader.counters["frames"]
-        for t in tables:
-            t.flush()
-            out.append(t.take_records())
-        total: dict[str, int] = {}
-        for t in tables:
-            for key, v in t.counters.items():
-                total[key] = total.get(key, 0) + v
-        return out, total, dict(reader.counters)
+        return (*_flushed(tables), dict(reader.counters))
+
+
+def _flushed(tables):
+    """Every shard's records (flushed) and the shards' counters added up."""
+    out = []
+    for t in tables:
+        t.flush()
+        out.append(t.take_records())
+    total: dict[str, int] = {}
+    for t in tables:
+        for key, v in t.counters.items():
+            total[key] = total.get(key, 0) + v
+    return out, total
 
 
 @settings(max_examples=100, deadline=None)
@@ -433,6 +480,125 @@ def test_dispatched_shards_are_the_whole_table(frames, n, batch, slots, fmt):
     assert sum(len(s) for s in ids) == len(ref) and len(set().union(*ids)) == len(ref)
     pd.testing.assert_frame_equal(merge_sorted(shards).to_pandas(), ref.to_pandas())
     assert total == ref_counters and capture == ref_capture
+
+
+BIG = 1 << 62
+
+
+def _spanned(path: str, n: int, span: int, slots: int, backwards: bool, head: int = 1, **options):
+    """Read ``path`` as kzfilter.threaded does, without threads: ``head`` frames through fill(),
+    then batches of ``span`` bytes read as spans ``slots`` at a time (the last of them first when
+    ``backwards``: no span knows where the one before it ended), committed in order, a batch not
+    taken whole read on through fill(), each batch applied to the N shard tables in turn."""
+    tables = [FlowTable(shard_count=n, shard_index=k, **options) for k in range(n)]
+    dispatch = FrameDispatch(tables, slots)
+    taken = {0: 0, 1: 0, 2: 0}
+    with CaptureReader(path) as reader:
+        dispatch.fill(reader, 0, head)
+        for t in tables:
+            t.process_dispatched(dispatch, 0)
+        origin = reader.position
+        nb = -(-(reader.size - origin) // span)
+        b = 0
+        while b < nb and not reader.exhausted:
+            group = list(range(b, min(b + slots, nb)))
+            bounds = {i: (origin + i * span, BIG if i == nb - 1 else origin + (i + 1) * span)
+                      for i in group}
+            for i in (reversed(group) if backwards else group):
+                dispatch.read_span(reader, i - b, *bounds[i])
+            for i in group:
+                if reader.exhausted:
+                    break
+                rc = dispatch.commit(reader, i - b)
+                taken[rc] += 1
+                if rc != 1:
+                    stop = bounds[i][1]
+                    dispatch.fill(reader, i - b, BIG, None if stop == BIG else stop, rc == 2)
+                for t in tables:
+                    t.process_dispatched(dispatch, i - b)
+            b += len(group)
+        assert reader.exhausted and dispatch.frames_read == reader.counters["frames"]
+        return (*_flushed(tables), dict(reader.counters), taken)
+
+
+def _assert_whole(path, shards, total, capture, ref, ref_counters, ref_capture):
+    ids = [set(b.array["flow_id"].tolist()) for b in shards]
+    assert sum(len(s) for s in ids) == len(ref) and len(set().union(*ids)) == len(ref)
+    pd.testing.assert_frame_equal(merge_sorted(shards).to_pandas(), ref.to_pandas())
+    assert total == ref_counters and capture == ref_capture
+
+
+@settings(max_examples=100, deadline=None)
+@given(traffic(), st.integers(2, 3), st.integers(1, 3000), st.integers(1, 4), st.booleans(),
+       st.sampled_from(["pcap", "pcapng"]))
+def test_spans_give_the_whole_table(frames, n, span, slots, backwards, fmt):
+    # Byte ranges read out of order, from guessed first records (a span of 1 byte rarely holds a
+    # record start; one of 3000 holds several): committed in order, they make the whole table.
+    frames = list(frames) + [(frames[-1][0], b"\x00" * 9)]
+    options = dict(idle_timeout=100.0, udp_idle_timeout=60.0, sweep_interval=1.0)
+    with tempfile.TemporaryDirectory() as d:
+        path = _write(d, frames, fmt)
+        ref, ref_counters, ref_capture = _read_whole(path, **options)
+        shards, total, capture, _ = _spanned(path, n, span, slots, backwards, **options)
+    _assert_whole(path, shards, total, capture, ref, ref_counters, ref_capture)
+
+
+def test_spans_are_taken_whole_on_a_real_capture_size(synthetic):
+    # Spans of 64 KiB of a 13 MB capture, four at a time, the last first: nearly every guess
+    # of a first record is right, so nearly no batch is read twice.
+    options = dict(FAST)
+    ref, ref_counters, ref_capture = _read_whole(str(synthetic), **options)
+    shards, total, capture, taken = _spanned(str(synthetic), 2, 1 << 16, 4, True, **options)
+    _assert_whole(synthetic, shards, total, capture, ref, ref_counters, ref_capture)
+    assert taken[1] >= 0.95 * sum(taken.values()) and taken[0] <= 2, taken
+
+
+def _sections_capture(directory: str) -> str:
+    """pcapng whose interfaces change along the file: a second interface (raw IP, nanosecond
+    clock) appears after some packets, with an unknown block between packets; then a big-endian
+    section starts over with one Ethernet interface, then a little-endian one whose interface 0
+    is raw IP.  A span read before the reader read such a block must not be taken."""
+    from tests.packet.test_capture import block, epb, idb, opt, shb
+
+    out = [shb("<"), idb(1, 0, b"", "<")]
+    t_us = 1_700_000_000 * 1_000_000
+    for i in range(60):
+        f = udp("10.0.0.1", 40000 + i % 7, "192.0.2.1", 53, dns_message("a.example", [("192.0.2.9", 60)], response=False))
+        out.append(epb(0, t_us + i * 1000, f, e="<"))
+    out.append(idb(101, 0, opt(9, bytes([9]), "<"), "<"))            # raw IP, nanoseconds
+    for i in range(60):
+        f = tcp("100.64.0.1", 50000 + i % 5, "192.0.2.77", 443, SYN if i % 5 == 0 else ACK, 1000 + i, 1)
+        out.append(epb(1, (t_us + 60_000 + i * 1000) * 1000, f[14:], e="<"))
+        if i == 30:
+            out.append(block(0x0BAD, b"not a packet", "<"))
+    out.append(shb(">"))
+    out.append(idb(1, 0, b"", ">"))
+    for i in range(60):
+        f = tcp("100.64.0.2", 51000 + i % 3, "192.0.2.78", 80, ACK, 7 + i, 9, b"GET / HTTP/1.1\r\nHost: h.example\r\n\r\n")
+        out.append(epb(0, t_us + 200_000 + i * 1000, f, e=">"))
+    # A last section in the first byte order, whose interface 0 is raw IP: the same records read
+    # with the first section's interfaces would be Ethernet frames.
+    out.append(shb("<"))
+    out.append(idb(101, 0, b"", "<"))
+    for i in range(60):
+        f = udp("100.64.0.3", 52000 + i % 4, "192.0.2.79", 443, b"\xc0" + b"q" * 40)
+        out.append(epb(0, t_us + 300_000 + i * 1000, f[14:], e="<"))
+    path = os.path.join(directory, "sections.pcapng")
+    with open(path, "wb") as fh:
+        fh.write(b"".join(out))
+    return path
+
+
+@pytest.mark.parametrize("span", [4, 97, 1500, 20000])
+def test_spans_across_sections_and_interfaces(span):
+    options = dict(idle_timeout=100.0, udp_idle_timeout=60.0, sweep_interval=0.01)
+    with tempfile.TemporaryDirectory() as d:
+        path = _sections_capture(d)
+        ref, ref_counters, ref_capture = _read_whole(path, **options)
+        assert ref_capture["skipped_blocks"] == 1 and len(ref) > 10
+        for backwards in (True, False):
+            shards, total, capture, taken = _spanned(path, 2, span, 3, backwards, **options)
+            _assert_whole(path, shards, total, capture, ref, ref_counters, ref_capture)
 
 
 def test_dispatch_checks_its_arguments(tmp_path):

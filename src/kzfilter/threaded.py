@@ -4,23 +4,28 @@
 (uncompressed) capture.  Splitting one capture over processes means every process reads and
 dissects every frame and maps every page of the file (the kernel's page-table work alone is
 ~0.1 s per 735 MB per process): on bulk traffic that is half the work, done N times.  Here the
-capture is mapped once: reading a batch of frames (:class:`~kzfilter.flow._table.FrameDispatch`:
-the record chain, dissection, the symmetric key hash) is done once, and each shard's flow table
-applies its events; both run in C without the GIL, and N threads share the two kinds of work.
+capture is mapped once and cut into batches of records by byte range.  Reading a batch
+(:class:`~kzfilter.flow._table.FrameDispatch`: the record chain, dissection, the symmetric key
+hash) is done once, and each shard's flow table applies its events; both run in C without the
+GIL, and N threads share the work.  Several threads read several batches at once: a capture is a
+chain of records, so a batch's first record is found by a guess, and the batch is taken only if
+it starts exactly where the batch before it ended (else it is read again on from there): no
+thread waits for the chain, and the frames are exactly those of one reader.
 
 Exactness: a shard receives, in capture order, its own frames, the other shards' DNS datagrams
-(every shard keeps the whole DNS-answer table), the sweeps the whole table's clock triggers, and
-the clock and frame count at the end of each batch, so its records are the single table's records
-of its flows.  Every shard ends each chunk of ``CHUNK_FRAMES`` frames at the same frame and hands
-its records over; the chunk's N batches are merged on (``emitted_ns``, ``flow_id``), the order of
-one worker.  As with processes, ``max_flows`` is a per-shard cap: with eviction, records can depend
-on N.
+(every shard keeps the whole DNS-answer table) and each batch's clock track (the frames that move
+the whole table's clock), from which it makes the sweeps the whole table makes; frames are
+numbered within their batch and a batch's first ordinal is known when it is committed, so a
+shard's records are the single table's records of its flows.  Every shard ends each chunk of
+about ``CHUNK_FRAMES`` frames at the same batch and hands its records over; the chunk's N batches
+are merged on (``emitted_ns``, ``flow_id``), the order of one worker.  As with processes,
+``max_flows`` is a per-shard cap: with eviction, records can depend on N.
 
-Pipeline: ``SLOTS`` batches of ``BATCH_FRAMES`` frames are in flight, at most ``CHUNKS_AHEAD``
-chunks ahead of the caller (memory stays flat); the pages of frames in flight stay mapped.  The
-same threads merge each finished chunk and apply its verdicts (numpy); the caller's thread only
-takes the results.  QUIC Initials are decrypted in C (libcrypto) without the GIL too, where
-libcrypto loads (``kzfilter.packet._quic.bind_openssl``).
+Pipeline: ``SLOTS`` batches of about ``BATCH_FRAMES`` frames are in flight, at most
+``CHUNKS_AHEAD`` chunks ahead of the caller (memory stays flat); the pages of frames in flight
+stay mapped.  The same threads merge each finished chunk and apply its verdicts (numpy); the
+caller's thread only takes the results.  QUIC Initials are decrypted in C (libcrypto) without the
+GIL too, where libcrypto loads (``kzfilter.packet._quic.bind_openssl``).
 """
 from __future__ import annotations
 
@@ -37,24 +42,40 @@ if TYPE_CHECKING:
 
 __all__ = ["threaded_file"]
 
-BATCH_FRAMES = 16384      # frames per slot: the unit of reading and of applying a shard
+BATCH_BYTES = 0           # bytes of the capture per batch; 0: about BATCH_FRAMES frames' worth
+BATCH_FRAMES = 16384      # frames per batch, the unit of reading and of applying a shard
+MIN_BATCH_BYTES = 1 << 20
+MAX_BATCH_BYTES = 32 << 20
+HEAD_FRAMES = 1024        # frames the caller's thread reads first (and the blocks before them)
 CHUNKS_AHEAD = 2          # chunks of records read ahead of the caller: bounds memory
-SLOTS = 4                 # slots in flight: their frames stay mapped (4 x 16384 frames)
-POPULATE_AHEAD = 16 << 20  # an idle thread fills the page tables this far past the read position
-POPULATE_STEP = 2 << 20    # ... this much per unit of work
+SLOTS = 4                 # batches in flight: their frames stay mapped
+_BIG = 1 << 62            # the last batch's stop: the end of the file, whatever it is
 
 
 class _Run:
     """N threads sharing the units of work of one dispatched capture.
 
-    Units, in this order of priority: *read* the next batch of frames into a free slot (one
-    thread at a time: the capture is a chain of records, the serial part), *apply* a filled slot
-    to shard k (shard k's slots in order, one thread at a time per shard), *finish* a chunk (merge
-    its N record batches and apply the verdicts: ``finish``, chunks in order), and *populate* the
-    page tables ahead of the reader.  Each thread takes whatever unit is ready, so N threads keep N
-    cores busy whatever the balance of the work, and the caller's thread only hands the finished
-    chunks on.  Fixed reader and shard threads left the reader short of CPU and the shards
-    waiting (measured: 0.27-0.32 s against 0.20 s of work per core).
+    The caller's thread reads the head of the capture (its first HEAD_FRAMES frames and any
+    blocks before them) through the reader; the rest is cut into batches of ``span`` bytes, about
+    BATCH_FRAMES frames each, sized from the mean record length after the head: batch b holds the
+    records that start in [origin + b * span, origin + (b + 1) * span).  Units:
+
+    * *serial* (first): read batch b on from where batch b - 1 ended, through the reader
+      (``FrameDispatch.fill``), when its span could not be taken whole (a block only the reader
+      parses, damage, a wrong guess); alone: no span runs meanwhile (the reader's interface table
+      may change);
+    * *span*: read the next batch into a free slot (``FrameDispatch.read_span``), from its first
+      record found by a guess (a chain of sane records), or exactly when the batch before is
+      committed.  Batches are committed in order, each only if it starts where the one before
+      ended.  One thread reads before anything else; the others read when nothing else is ready,
+      so reading is never the serial part (each thread reads beside the others rather than wait);
+    * *apply* a committed batch to shard k (shard k's batches in order, one thread at a time per
+      shard);
+    * *finish* a chunk (merge its N record batches and apply the verdicts: ``finish``, chunks in
+      order).
+
+    Each thread takes whatever unit is ready, so N threads keep N cores busy whatever the balance
+    of the work, and the caller's thread only hands the finished chunks on.
     """
 
     def __init__(self, reader: Any, tables: list[Any], chunk_frames: int,
@@ -69,19 +90,25 @@ class _Run:
         self.cond = threading.Condition(lock)      # the workers wait here for a unit
         self.ready = threading.Condition(lock)     # the caller waits here for a finished chunk
         self.free = list(range(SLOTS))              # slots nobody uses
-        self.filled: list[tuple[int, bool, bool]] = []   # (slot, end_chunk, last) in read order
+        self.slot_of: dict[int, int] = {}           # batch -> its slot, from reading to commit
+        self.read: dict[int, int] = {}              # batch -> 0 read, 1 to finish by fill, -1 redo
+        self.next_read = 0                          # the next batch to read
+        self.next_commit = 0                        # the next batch to commit
+        self.spans = 0                              # spans being read
+        self.serial = False                         # a serial unit runs
+        self.releasing = False                      # a thread hands pages back to the kernel
+        self.filled: list[tuple[int, bool, bool]] = []   # (slot, end_chunk, last) in order
         self.next_for = [0] * n                     # index into filled of shard k's next slot
         self.busy = [False] * n                     # shard k is being applied by some thread
-        self.pending = [0] * SLOTS                  # shards yet to apply each filled slot
-        self.start = [0] * SLOTS                    # file offset of each slot's first frame
+        self.pending = [0] * SLOTS                  # shards yet to apply each committed slot
+        self.start = [0] * SLOTS                    # first byte each slot in use may point to
         self.base = 0                               # index in the read order of filled[0]
-        self.reading = False
         self.read_done = False
-        self.populating = False
-        self.populate_idle = False                  # nothing to populate until the next read
         self.in_chunk = 0
-        self.chunks_read = 0                        # chunks whose last batch was read
+        self.chunks_read = 0                        # chunks whose last batch was committed
         self.chunks_taken = 0                       # chunks the caller has taken
+        self.chunk_ends: dict[int, int] = {}        # chunk -> offset after its last record
+        self.taken_position = 0                     # offset after the chunks taken so far
         self.shard_chunks = [0] * n                 # chunks shard k has handed over
         self.parts: dict[int, list[Any]] = {}       # chunk -> its N record batches
         self.finishing = False
@@ -90,8 +117,29 @@ class _Run:
         self.chunks_total: int | None = None        # known once every shard has applied the last
         self.stopping = False
         self.error: BaseException | None = None
+        # The head of the capture (section and interface blocks, the first frames) is read here,
+        # on from the file header, by the reader itself; the spans cover the rest.
+        slot = self.free.pop(0)
+        self.start[slot] = reader.position
+        self.dispatch.fill(reader, slot, HEAD_FRAMES)
+        self.origin = reader.position
+        if BATCH_BYTES:
+            span = int(BATCH_BYTES)
+        else:
+            # about BATCH_FRAMES frames per batch, sized from the records that follow the head
+            size = reader.record_size(1024) or 1024
+            span = int(min(max(size * BATCH_FRAMES, MIN_BATCH_BYTES), MAX_BATCH_BYTES))
+        self.span = max(1, span)
+        # at least one (even of no bytes): only a batch read to the end marks the reading done
+        self.nbatches = max(1, -(-(reader.size - self.origin) // self.span))
+        self._hand_over(slot)
         self.threads = [threading.Thread(target=self._work, name=f"kzfilter-split-{k}", daemon=True)
                         for k in range(n)]
+
+    def _bounds(self, b: int) -> tuple[int, int]:
+        """Batch b's byte range: its records start in [at, stop)."""
+        at = self.origin + b * self.span
+        return at, (_BIG if b == self.nbatches - 1 else at + self.span)
 
     # -- scheduling (self.cond held) -----------------------------------------------------------
     def _hold(self) -> None:
@@ -101,9 +149,17 @@ class _Run:
 
     def _pick(self) -> tuple[str, int] | None:
         """The next unit to run, or None when none is ready."""
-        if (not self.reading and not self.read_done and self.free
-                and self.chunks_read - self.chunks_taken < CHUNKS_AHEAD):
-            return ("read", self.free.pop(0))
+        redo = self.read.get(self.next_commit)
+        can_read = False
+        if redo is not None and redo != 0:
+            if not self.serial and not self.spans and not self.releasing:
+                return ("serial", self.next_commit)
+        else:
+            can_read = (not self.serial and not self.read_done and bool(self.free)
+                        and self.next_read < self.nbatches
+                        and self.chunks_read - self.chunks_taken < CHUNKS_AHEAD)
+        if can_read and not self.spans:
+            return ("span", self.next_read)
         best = None
         for k, nxt in enumerate(self.next_for):
             if not self.busy[k] and nxt - self.base < len(self.filled):
@@ -114,13 +170,50 @@ class _Run:
         parts = self.parts.get(self.next_finish)
         if not self.finishing and parts is not None and all(p is not None for p in parts):
             return ("finish", self.next_finish)
-        if not (self.populating or self.populate_idle or self.read_done):
-            # Nothing else to do: take the kernel's page-table work off the reading thread.
-            return ("populate", 0)
+        if can_read:
+            return ("span", self.next_read)     # nothing else to do: read beside the reader
         return None
 
     def _all_done(self) -> bool:
         return self.chunks_total is not None and self.next_finish >= self.chunks_total
+
+    def _committed(self, slot: int) -> None:
+        """Batch next_commit (in ``slot``) is committed: hand it to the shards."""
+        del self.slot_of[self.next_commit]
+        self.read.pop(self.next_commit, None)
+        self.next_commit += 1
+        self._hand_over(slot)
+
+    def _hand_over(self, slot: int) -> None:
+        """The committed batch in ``slot`` goes to the shards, in capture order."""
+        self.in_chunk += self.dispatch.frames_in(slot)
+        last = bool(self.reader.exhausted)
+        end_chunk = last or self.in_chunk >= self.chunk_frames
+        if end_chunk:
+            self.in_chunk = 0
+            self.chunk_ends[self.chunks_read] = self.reader.position
+            self.chunks_read += 1
+        self.pending[slot] = len(self.tables)
+        self.filled.append((slot, end_chunk, last))
+        if last:
+            self.read_done = True
+            # batches read past the end of the reading (it stopped on damage) are dropped; the
+            # slot of one still being read is freed by its reader
+            for b, s in list(self.slot_of.items()):
+                del self.slot_of[b]
+                if self.read.pop(b, None) is not None:
+                    self.free.append(s)
+            self._hold()
+
+    def _commit_ready(self) -> None:
+        """Commit the read batches that follow the committed ones, in order."""
+        while not self.read_done and self.read.get(self.next_commit) == 0:
+            slot = self.slot_of[self.next_commit]
+            taken = self.dispatch.commit(self.reader, slot)
+            if taken != 1:
+                self.read[self.next_commit] = 1 if taken == 2 else -1
+                return
+            self._committed(slot)
 
     # -- threads -------------------------------------------------------------------------------
     def _work(self) -> None:
@@ -136,23 +229,62 @@ class _Run:
                     if unit is None:
                         return
                     kind, arg = unit
-                    if kind == "read":
-                        self.reading = True
-                        self.start[arg] = self.reader.position
+                    if kind == "span":
+                        slot = self.free.pop(0)
+                        self.next_read += 1
+                        self.slot_of[arg] = slot
+                        self.spans += 1
+                        at, stop = self._bounds(arg)
+                        exact = arg == self.next_commit
+                        if exact:
+                            at = self.reader.position
+                        self.start[slot] = at
                         self._hold()
+                    elif kind == "serial":
+                        self.serial = True
+                        slot = self.slot_of[arg]
+                        append = self.read[arg] == 1
+                        stop = self._bounds(arg)[1]
+                        if not append:
+                            self.start[slot] = self.reader.position
+                            self._hold()
                     elif kind == "apply":
                         self.busy[arg] = True
                         slot, end_chunk, last = self.filled[self.next_for[arg] - self.base]
-                    elif kind == "finish":
+                    else:
                         self.finishing = True
                         parts = self.parts.pop(arg)
-                    else:
-                        self.populating = True
-                if kind == "read":
-                    self._read(arg)
+                if kind == "span":
+                    self.dispatch.read_span(self.reader, slot, at, stop, exact)
+                    with self.cond:
+                        self.spans -= 1
+                        if arg in self.slot_of:
+                            self.read[arg] = 0
+                            self._commit_ready()
+                        else:                       # dropped meanwhile: the reading ended
+                            self.free.append(slot)
+                            self._hold()
+                        self.cond.notify_all()
+                        release = not (self.releasing or self.serial)
+                        self.releasing = release
+                    if release:
+                        # Unmapping the pages behind the reading is the kernel's work (a tenth
+                        # of reading): outside the lock, so that it holds up no other thread.
+                        self.reader.release_behind()
+                        with self.cond:
+                            self.releasing = False
+                            self.cond.notify_all()
+                elif kind == "serial":
+                    self.dispatch.fill(self.reader, slot, _BIG, None if stop == _BIG else stop,
+                                       append)
+                    with self.cond:
+                        self.serial = False
+                        self._committed(slot)
+                        self._commit_ready()
+                        self.cond.notify_all()
                 elif kind == "apply":
                     self._apply(arg, slot, end_chunk, last)
-                elif kind == "finish":
+                else:
                     out = self.finish(parts)
                     with self.cond:
                         self.finished[arg] = out
@@ -160,11 +292,6 @@ class _Run:
                         self.finishing = False
                         self.cond.notify_all()
                         self.ready.notify_all()
-                else:
-                    done = self.reader.populate_step(POPULATE_AHEAD, POPULATE_STEP)
-                    with self.cond:
-                        self.populating = False
-                        self.populate_idle = done == 0
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
             with self.cond:
                 if self.error is None:
@@ -172,23 +299,6 @@ class _Run:
                 self.stopping = True
                 self.cond.notify_all()
                 self.ready.notify_all()
-
-    def _read(self, slot: int) -> None:
-        want = min(BATCH_FRAMES, self.chunk_frames - self.in_chunk)
-        got = self.dispatch.fill(self.reader, slot, want)
-        self.in_chunk += got
-        last = got < want
-        end_chunk = last or self.in_chunk == self.chunk_frames
-        if end_chunk:
-            self.in_chunk = 0
-        with self.cond:
-            self.chunks_read += end_chunk
-            self.reading = False
-            self.populate_idle = False
-            self.read_done = last
-            self.pending[slot] = len(self.tables)
-            self.filled.append((slot, end_chunk, last))
-            self.cond.notify_all()
 
     def _apply(self, k: int, slot: int, end_chunk: bool, last: bool) -> None:
         table = self.tables[k]
@@ -232,6 +342,7 @@ class _Run:
                 if c not in self.finished:
                     return
                 out = self.finished.pop(c)
+                self.taken_position = self.chunk_ends.pop(c)
                 self.chunks_taken += 1
                 self.cond.notify_all()
             c += 1
@@ -283,8 +394,8 @@ def _batches(clf: "Classifier", reader: Any, path: str, workers: int, match_clie
         last = 0
         for batch in run.chunks():
             if progress is not None:
-                # the read position (the counters dict catches up only at the end of the file)
-                done = reader.position
+                # where the records handed over end (reading runs ahead of them)
+                done = run.taken_position
                 if done > last:
                     progress(done - last)
                     last = done

@@ -238,9 +238,15 @@ def assert_matches_model(data: bytes, source: Any) -> dict[str, Any]:
     return c
 
 
+SPAN_SIZES = (1, 5, 64, 1000)
+
+
 def assert_fast_path_agrees(data: bytes) -> None:
     """A mapped file read through fill_fast (FrameDispatch's path) gives the frames and counters
-    of the plain read: the fast path only takes what fill() would take the same way."""
+    of the plain read: the fast path only takes what fill() would take the same way.  So does the
+    file read in spans of a few sizes, last span first (kzfilter.threaded's parallel reading:
+    each span guesses where its first record starts; a wrong guess must cost a re-read, never a
+    frame)."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:
@@ -254,8 +260,13 @@ def assert_fast_path_agrees(data: bytes) -> None:
             return
         with CaptureReader(path) as r:
             fast, fast_c = r._read_fast(), dict(r.counters)
-    assert fast == slow
-    assert fast_c == slow_c
+        assert fast == slow
+        assert fast_c == slow_c
+        for span in SPAN_SIZES:
+            with CaptureReader(path) as r:
+                spans, spans_c = r._read_spans(span), dict(r.counters)
+            assert spans == slow, span
+            assert spans_c == slow_c, span
 
 
 # --------------------------------------------------------------------------------------------
@@ -912,26 +923,39 @@ def test_hold_from_keeps_pages_mapped(tmp_path: Path) -> None:
     assert rss[None] < 0.5 * size_kb         # the first 32 MiB handed back
 
 
-def test_populate_step_fills_ahead_and_stops(tmp_path: Path) -> None:
-    # A helper thread fills page tables ahead of the read position (kzfilter.threaded); the
-    # frames read are the same, and it stops at the end of the file and on streams.
+def test_spans_of_real_captures_give_the_plain_read() -> None:
+    # Every nDPI capture (pcap and pcapng, many link types, odd blocks) read in spans of several
+    # sizes, last span first: the frames and counters of the plain read.
+    for path in ndpi_files():
+        with CaptureReader(path) as r:
+            ref, ref_c = list(r), dict(r.counters)
+        for span in (7, 4096):
+            with CaptureReader(path) as r:
+                got, got_c = r._read_spans(span), dict(r.counters)
+            assert got == ref, (path.name, span)
+            assert got_c == ref_c, (path.name, span)
+
+
+def test_span_helpers(tmp_path: Path) -> None:
+    # record_size (how kzfilter.threaded sizes its batches), size, exhausted, release_behind
     records = [(i, 0, bytes([i % 251]) * 1400, 1400) for i in range(3000)]     # 4.2 MB
     p = tmp_path / "a.pcap"
     p.write_bytes(pcap_bytes(records))
-    size = p.stat().st_size
     with CaptureReader(p) as r:
-        assert r.populate_step(1 << 20, 1 << 30) == 1 << 20       # [0, 1 MiB): the first step
-        assert r.populate_step(1 << 20, 1 << 30) == 0             # far enough ahead
-        filled = r.populate_step(64 << 20, 1 << 20)               # at most `most` per call
-        assert filled == 1 << 20
-        while n := r.populate_step(64 << 20, 1 << 20):
-            filled += n
-        assert (1 << 20) + filled == size                         # every byte once, to the end
-        assert r.populate_step(64 << 20, 1 << 30) == 0
-        got = [(ts, data) for ts, _, data, _ in r]
-    assert got == [(sec * 1_000_000_000, payload) for sec, _, payload, _ in records]
+        assert r.size == p.stat().st_size and not r.exhausted
+        assert r.record_size(100) == 16 + 1400
+        assert r.position == 24                                   # record_size does not move
+        n = len(list(r))
+        r.release_behind()                                        # harmless after the end
+        assert n == 3000 and r.exhausted
     with CaptureReader(io.BytesIO(pcap_bytes(records[:3]))) as r2:
-        assert r2.populate_step(1 << 20, 1 << 20) == 0
+        assert r2.size == 0 and r2.record_size() == 0
+    ng = tmp_path / "b.pcapng"
+    ng.write_bytes(shb() + idb() + b"".join(epb(0, i, b"x" * 40) for i in range(100)))
+    with CaptureReader(ng) as r3:
+        assert r3.record_size() == 0          # the section header comes first: fill() reads it
+        next(iter(r3))                        # one batch of frames
+        assert r3.record_size() == 32 + 40
 
 
 def test_fast_path_refuses_what_fill_refuses() -> None:

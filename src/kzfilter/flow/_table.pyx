@@ -52,11 +52,11 @@ Design decisions (see also :mod:`kzfilter.flow.records` for the record schema):
   ``max_flows`` (eviction) is per shard: with eviction, results can depend on the shard count.
 """
 from cpython.bytes cimport PyBytes_FromStringAndSize
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t, INT64_MIN
 from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memcpy, memset, memcmp
 
-from kzfilter.packet._capture cimport CaptureReader, frame_t
+from kzfilter.packet._capture cimport CaptureReader, frame_t, span_t
 from kzfilter.packet._dissect cimport (
     dissect, packet_t, DS_OK, DS_NOT_IP, DS_TRUNCATED, DS_MALFORMED, DS_UNSUPPORTED_LINK,
     DS_FRAGMENT, DS_UNSUPPORTED_L4)
@@ -131,25 +131,49 @@ cdef enum:
     TH_ACK = 0x10
 
 # One event of a dispatched capture (FrameDispatch -> FlowTable.process_dispatched): what a shard
-# of the flows must see of one frame, in capture order.
+# of the flows must see of one frame, in capture order.  Frames are numbered within their batch:
+# batches are read in parallel, and only committing a batch gives the ordinal of its first frame.
 cdef enum:
     IT_OWN = 0          # a frame of this shard's flows: pkt dissected, h its key hash
     IT_DNS = 1          # another shard's DNS datagram: feeds the association table only
-    IT_SWEEP = 2        # the table clock reached a sweep at this frame (before the frame)
     IT_NO_FLOW = 3      # a frame of no flow (status: its dissect status): counted by shard 0
-    IT_CLOCK = 4        # end of a batch: clock, next sweep and frame count of the whole capture
 
 ctypedef struct item_t:
     packet_t pkt        # the dissected frame (IT_OWN, IT_DNS): a shard never reads the frame's
                         # headers again (dissecting twice cost a DRAM miss per frame: 16% of the
                         # CPU time; events are read in order, which the prefetcher follows)
-    int64_t ts          # the frame's capture time (IT_CLOCK: the next sweep time)
-    int64_t now         # table clock after the frame
-    int64_t frame       # ordinal of the frame in the capture (IT_CLOCK: frames read so far)
+    int64_t ts          # the frame's capture time
+    int64_t local_now   # IT_OWN, IT_DNS: the largest capture time of the batch's frames of a
+                        # flow up to this one (the table clock is the larger of it and the clock
+                        # the previous batch left)
+    int64_t frame       # the frame's number within its batch
     uint32_t wirelen
     uint32_t h          # IT_OWN: the key hash
     uint8_t kind
     uint8_t status      # IT_NO_FLOW: the dissect status
+
+# The clock track of a batch: every frame of a flow whose capture time is above all earlier ones
+# of the batch (capture times increase along it).  Only such a frame can move the table clock, so
+# every shard finds the whole table's sweeps in it (a search, not a walk), starting from the clock
+# the previous batch left.
+ctypedef struct tick_t:
+    int64_t ts
+    int64_t frame       # its number within the batch
+
+# One batch of a FrameDispatch: its frames' events per shard, its clock track, the byte range it
+# was read from and what committing it found.
+ctypedef struct batch_t:
+    frame_t* frames     # scratch for one read of the reader (BATCH frames)
+    packet_t pkt        # scratch: the frame being dissected
+    tick_t* ticks
+    Py_ssize_t nticks
+    Py_ssize_t cap_ticks
+    int64_t run_max     # the largest capture time of the batch's frames of a flow so far
+    int64_t nframes     # frames read into the batch
+    int64_t base        # ordinal in the capture of its first frame (once committed)
+    span_t span         # the byte range being read (read_span)
+    size_t start        # offset of its first record
+    bint committed
 
 
 if RECORD_DTYPE.itemsize != sizeof(rec_t):
@@ -645,7 +669,7 @@ cdef class FlowTable:
         self.idle_ns[L_OTHER] = int(udp_idle_timeout * 1e9)
         self.idle_ns[L_CLOSED] = int(close_grace * 1e9)
         self.active_ns = int(active_timeout * 1e9)
-        self.sweep_every_ns = int(sweep_interval * 1e9)
+        self.sweep_every_ns = max(1, int(sweep_interval * 1e9))   # sweeps need the clock to move
         self.next_sweep_ns = -(1 << 62)
         self.now_ns = -(1 << 62)
         self.reasm_limit = reasm_limit
@@ -1571,23 +1595,54 @@ cdef class FlowTable:
                     self._udp_payload(f, c2s, ts)
         return 0
 
-    cdef void _item(self, const item_t* it) noexcept nogil:
-        """Apply one dispatched event: the same steps _packet takes for that frame in this shard."""
+    cdef void _clock_to(self, const tick_t* ticks, Py_ssize_t nticks, Py_ssize_t* t,
+                        int64_t base, int64_t clock) noexcept nogil:
+        """Move the table clock to ``clock``, a capture time of the batch's clock track, making
+        every sweep _packet makes on the way, each at its frame (the first frame of the track at
+        or past the sweep time: a galloping search from ``t``, the track's next unseen entry)."""
+        cdef Py_ssize_t lo, hi, step, mid
+        while True:
+            lo = t[0]
+            if self.now_ns >= self.next_sweep_ns:
+                pass            # a fresh table: the first frame of a flow sweeps (_clock_step)
+            elif clock >= self.next_sweep_ns:
+                # the first entry at or past the sweep time: it exists (clock is one of the track's)
+                step = 1
+                hi = lo
+                while hi < nticks and ticks[hi].ts < self.next_sweep_ns:
+                    lo = hi + 1
+                    hi = lo + step
+                    step *= 2
+                if hi > nticks:
+                    hi = nticks
+                while lo < hi:
+                    mid = (lo + hi) // 2
+                    if ticks[mid].ts < self.next_sweep_ns:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+            else:
+                break
+            if lo >= nticks:
+                break                           # not reached: only a bad caller gets here
+            t[0] = lo + 1
+            if ticks[lo].ts > self.now_ns:
+                self.now_ns = ticks[lo].ts
+            self.next_sweep_ns = self.now_ns + self.sweep_every_ns
+            self.cur_frame = base + ticks[lo].frame
+            self.frame_no = self.cur_frame + 1
+            self._sweep(self.now_ns)
+        if clock > self.now_ns:
+            self.now_ns = clock
+
+    cdef void _item(self, const item_t* it, int64_t base) noexcept nogil:
+        """Apply one dispatched event (its batch's first frame is frame ``base``), after the
+        clock moved to it: the same steps _packet takes for that frame in this shard."""
         cdef int k = it.kind
-        if k == IT_CLOCK:
-            self.now_ns = it.now
-            self.next_sweep_ns = it.ts
-            self.frame_no = it.frame
-            return
-        self.cur_frame = it.frame
-        self.frame_no = it.frame + 1
+        self.cur_frame = base + it.frame
+        self.frame_no = self.cur_frame + 1
         if k == IT_NO_FLOW:
             self._count_no_flow(it.status, it.wirelen)
-            return
-        self.now_ns = it.now
-        if k == IT_SWEEP:
-            self._sweep(it.now)
-            self.next_sweep_ns = it.now + self.sweep_every_ns
             return
         self.cur = <packet_t*>&it.pkt       # read in place: the event outlives this call
         if k == IT_OWN:
@@ -1632,18 +1687,34 @@ cdef class FlowTable:
 
         Runs without the GIL: the shards of one dispatch can run in parallel threads.
         """
-        cdef Py_ssize_t i, n
+        cdef Py_ssize_t i, n, t = 0
         cdef item_t* items
+        cdef batch_t* b
+        cdef int64_t base
         if dispatch.nshards != self.shard_count:
             raise ValueError(f"dispatch has {dispatch.nshards} shards, this table is one of "
                              f"{self.shard_count}")
         if not 0 <= slot < <int>dispatch.nslots:
             raise IndexError(f"slot {slot} out of range")
+        b = &dispatch.batches[slot]
+        if not b.committed:
+            raise ValueError(f"slot {slot} holds no committed batch")
         items = dispatch.items[slot * dispatch.nshards + self.shard_index]
         n = dispatch.count[slot * dispatch.nshards + self.shard_index]
+        base = b.base
         with nogil:
             for i in range(n):
-                self._item(&items[i])
+                if items[i].kind != IT_NO_FLOW:
+                    # the clock up to and including this event's frame (a sweep comes before it)
+                    if (items[i].local_now >= self.next_sweep_ns
+                            or self.now_ns >= self.next_sweep_ns):
+                        self._clock_to(b.ticks, b.nticks, &t, base, items[i].local_now)
+                    elif items[i].local_now > self.now_ns:
+                        self.now_ns = items[i].local_now
+                self._item(&items[i], base)
+            if b.nticks:
+                self._clock_to(b.ticks, b.nticks, &t, base, b.run_max)
+            self.frame_no = base + b.nframes
         return n
 
     def _set_capture(self, name):
@@ -1796,29 +1867,33 @@ def _repack(arr, bytes arena, str off_name, str len_name):
 cdef class FrameDispatch:
     """Read and dissect a mapped capture once, for N shards of the flows (kzfilter.threaded).
 
-    ``fill(reader, slot, n)`` reads up to n frames, dissects each, keys it with the symmetric flow
-    hash and writes, per shard, the events that shard's ``FlowTable.process_dispatched`` applies:
-    its own frames, the other shards' DNS datagrams (for the association table), the sweeps the
-    whole table's clock triggers, and the frames of no flow (shard 0).  The events carry the
-    capture's clock and frame ordinals, so a shard's records are exactly those the single table
-    gives for its flows.  Slots let a reader fill one batch while the shards apply earlier ones;
-    the reader must be mapped (its frames stay valid until it is closed).
+    A slot holds one batch of frames: for each shard, the events its
+    ``FlowTable.process_dispatched`` applies (its own frames, the other shards' DNS datagrams for
+    the association table, the frames of no flow for shard 0) and the batch's clock track, from
+    which every shard replays the whole table's clock and sweeps.  A shard's records are thus
+    exactly those the single table gives for its flows.
+
+    Two ways to fill a slot: ``fill(reader, slot, n, stop)`` reads on from the reader's position,
+    as one reader does; ``read_span(reader, slot, at, stop, exact)`` reads the records that start
+    in a byte range, without the GIL and without moving the reader, so several threads read
+    several ranges of one capture at once.  A span's first record is found by a guess (unless
+    ``exact``), and ``commit(reader, slot)`` takes it only where the committed reading ended: a
+    batch that fails is read again with ``fill``.  Batches are committed in capture order; only a
+    committed batch can be applied.  The reader must be mapped (its frames stay valid until it is
+    closed).
     """
     cdef readonly uint32_t nshards
     cdef readonly uint32_t nslots
     cdef item_t** items             # [slot * nshards + shard]
     cdef Py_ssize_t* count
     cdef Py_ssize_t* cap
-    cdef frame_t* frames
-    cdef int64_t now_ns
-    cdef int64_t next_sweep_ns
-    cdef int64_t sweep_every_ns
-    cdef int64_t frame_no
+    cdef batch_t* batches           # [slot]
+    cdef int64_t committed_frames
     cdef bint dns_assoc
-    cdef packet_t pkt
 
     def __cinit__(self, tables, int slots=4):
         cdef FlowTable t0
+        cdef uint32_t i
         tables = list(tables)
         if not tables:
             raise ValueError("FrameDispatch needs the shard tables")
@@ -1827,26 +1902,31 @@ cdef class FrameDispatch:
             raise ValueError("FrameDispatch needs one table per shard and at least one slot")
         self.nshards = t0.shard_count
         self.nslots = slots
-        self.sweep_every_ns = t0.sweep_every_ns
         self.dns_assoc = t0.dns_assoc
-        self.now_ns = -(1 << 62)
-        self.next_sweep_ns = -(1 << 62)
         self.items = <item_t**>calloc(self.nshards * self.nslots, sizeof(item_t*))
         self.count = <Py_ssize_t*>calloc(self.nshards * self.nslots, sizeof(Py_ssize_t))
         self.cap = <Py_ssize_t*>calloc(self.nshards * self.nslots, sizeof(Py_ssize_t))
-        self.frames = <frame_t*>malloc(BATCH * sizeof(frame_t))
-        if self.items == NULL or self.count == NULL or self.cap == NULL or self.frames == NULL:
+        self.batches = <batch_t*>calloc(self.nslots, sizeof(batch_t))
+        if self.items == NULL or self.count == NULL or self.cap == NULL or self.batches == NULL:
             raise MemoryError()
+        for i in range(self.nslots):
+            self.batches[i].frames = <frame_t*>malloc(BATCH * sizeof(frame_t))
+            if self.batches[i].frames == NULL:
+                raise MemoryError()
 
     def __dealloc__(self):
         cdef uint32_t i
         if self.items != NULL:
             for i in range(self.nshards * self.nslots):
                 free(self.items[i])
+        if self.batches != NULL:
+            for i in range(self.nslots):
+                free(self.batches[i].frames)
+                free(self.batches[i].ticks)
         free(self.items)
         free(self.count)
         free(self.cap)
-        free(self.frames)
+        free(self.batches)
 
     cdef inline item_t* _push(self, uint32_t cell) noexcept nogil:
         """Room for one more event in ``cell`` (slot * nshards + shard), or NULL without memory."""
@@ -1869,32 +1949,60 @@ cdef class FrameDispatch:
         self.count[cell] += 1
         return &self.items[cell][self.count[cell] - 1]
 
+    cdef int _tick(self, batch_t* b, int64_t ts, int64_t frame) noexcept nogil:
+        """Add a frame to the batch's clock track."""
+        cdef Py_ssize_t newcap
+        cdef tick_t* grown
+        if b.nticks == b.cap_ticks:
+            newcap = b.cap_ticks * 2 if b.cap_ticks else 1024
+            grown = <tick_t*>realloc(b.ticks, newcap * sizeof(tick_t))
+            if grown == NULL:
+                return -1
+            b.ticks = grown
+            b.cap_ticks = newcap
+        b.ticks[b.nticks].ts = ts
+        b.ticks[b.nticks].frame = frame
+        b.nticks += 1
+        return 0
+
     cdef inline item_t* _push_frame(self, uint32_t cell, uint8_t kind, const frame_t* fr,
-                                    int64_t frame) noexcept nogil:
-        """An event that carries frame ``fr``, dissected in self.pkt (IT_OWN, IT_DNS), at the
-        current clock."""
+                                    const packet_t* p, int64_t frame,
+                                    int64_t local_now) noexcept nogil:
+        """An event that carries frame ``fr``, dissected in ``p`` (IT_OWN, IT_DNS)."""
         cdef item_t* it = self._push(cell)
         if it != NULL:
             it.kind = kind
-            memcpy(&it.pkt, &self.pkt, sizeof(packet_t))
+            memcpy(&it.pkt, p, sizeof(packet_t))
             it.wirelen = fr.wirelen
             it.ts = fr.ts_ns
-            it.now = self.now_ns
+            it.local_now = local_now
             it.frame = frame
         return it
 
+    cdef void _reset(self, uint32_t slot) noexcept nogil:
+        cdef uint32_t k
+        cdef batch_t* b = &self.batches[slot]
+        for k in range(self.nshards):
+            self.count[slot * self.nshards + k] = 0
+        b.nticks = 0
+        b.nframes = 0
+        b.run_max = INT64_MIN
+        b.committed = False
+
     cdef int _dispatch(self, uint32_t slot, Py_ssize_t n) noexcept nogil:
+        """Dissect the ``n`` frames in the batch's scratch and write their events."""
         cdef Py_ssize_t i
         cdef uint32_t k, owner, base = slot * self.nshards, h
+        cdef batch_t* b = &self.batches[slot]
         cdef frame_t* fr
-        cdef packet_t* p = &self.pkt
+        cdef packet_t* p = &b.pkt
         cdef item_t* it
         cdef int st
         cdef int64_t frame
         for i in range(n):
-            fr = &self.frames[i]
-            frame = self.frame_no
-            self.frame_no += 1
+            fr = &b.frames[i]
+            frame = b.nframes
+            b.nframes += 1
             st = _dissect_flow(fr.data, fr.caplen, fr.linktype, p)
             if st != DS_OK:
                 it = self._push(base)
@@ -1905,61 +2013,77 @@ cdef class FrameDispatch:
                 it.wirelen = fr.wirelen
                 it.frame = frame
                 continue
-            if _clock_step(fr.ts_ns, &self.now_ns, &self.next_sweep_ns, self.sweep_every_ns):
-                for k in range(self.nshards):
-                    it = self._push(base + k)
-                    if it == NULL:
-                        return -1
-                    it.kind = IT_SWEEP
-                    it.now = self.now_ns
-                    it.frame = frame
+            if fr.ts_ns > b.run_max:
+                b.run_max = fr.ts_ns
+                if self._tick(b, fr.ts_ns, frame) < 0:
+                    return -1
             h = _flow_hash(p.src, p.sport, p.dst, p.dport, p.l4proto, p.vlan, p.ip_version)
             owner = _shard_of(h, self.nshards)
-            it = self._push_frame(base + owner, IT_OWN, fr, frame)
+            it = self._push_frame(base + owner, IT_OWN, fr, p, frame, b.run_max)
             if it == NULL:
                 return -1
             it.h = h
             if self.dns_assoc and _is_dns_datagram(p):
                 for k in range(self.nshards):
-                    if k != owner and self._push_frame(base + k, IT_DNS, fr, frame) == NULL:
+                    if k != owner and self._push_frame(base + k, IT_DNS, fr, p, frame,
+                                                       b.run_max) == NULL:
                         return -1
         return 0
 
-    def fill(self, CaptureReader reader not None, int slot, Py_ssize_t max_frames):
-        """Read up to ``max_frames`` frames of ``reader`` into ``slot`` (whose previous events
-        every shard must have applied); returns the frames read (fewer: the capture ended)."""
-        cdef Py_ssize_t n, total = 0, want
-        cdef uint32_t k, base
-        cdef int rc = 0
-        cdef item_t* it
+    cdef _check(self, CaptureReader reader, int slot):
         if not 0 <= slot < <int>self.nslots:
             raise IndexError(f"slot {slot} out of range")
         if not reader.mapped:
             raise ValueError("FrameDispatch needs a mapped capture (an uncompressed file)")
-        base = slot * self.nshards
-        for k in range(self.nshards):
-            self.count[base + k] = 0
-        while total < max_frames and rc == 0:
-            # The plain records of a mapped pcap are read and dispatched without the GIL (the
-            # shard threads and the caller's thread need it); anything else goes through fill().
+
+    cdef void _commit(self, uint32_t slot) noexcept nogil:
+        cdef batch_t* b = &self.batches[slot]
+        b.base = self.committed_frames
+        b.committed = True
+        self.committed_frames += b.nframes
+
+    def fill(self, CaptureReader reader not None, int slot, Py_ssize_t max_frames, stop=None,
+             bint append=False):
+        """Read on from the reader's position into ``slot`` (whose previous batch every shard
+        has applied) and commit it: up to ``max_frames`` frames, and with ``stop`` only records
+        that start before that offset; ``append``: add to the span ``commit`` took in part.
+        Returns the frames read (fewer than ``max_frames``: the capture ended or ``stop`` was
+        reached: see ``reader.exhausted``)."""
+        cdef Py_ssize_t n, total = 0, want
+        cdef size_t limit = <size_t>-1 if stop is None else <size_t>stop
+        cdef int rc = 0
+        cdef batch_t* b
+        self._check(reader, slot)
+        b = &self.batches[slot]
+        if not append:
+            self._reset(slot)
+            b.start = reader.position
+        elif b.committed:
+            raise ValueError(f"slot {slot} is already committed")
+        while total < max_frames and rc == 0 and reader.position < limit:
+            # The plain records of a mapped capture are read and dispatched without the GIL (the
+            # shard threads and the caller's thread need it); anything else goes through fill(),
+            # one frame at a time under a stop (so that it ends where a span would).
             with nogil:
                 while total < max_frames:
                     want = max_frames - total
                     if want > BATCH:
                         want = BATCH
-                    n = reader.fill_fast(self.frames, want)
+                    n = reader.fill_fast(b.frames, want, limit)
                     if n <= 0:
                         break
                     total += n
                     rc = self._dispatch(slot, n)
                     if rc < 0:
                         break
-            if total >= max_frames or rc < 0:
+            if total >= max_frames or rc < 0 or reader.position >= limit:
                 break
             want = max_frames - total
             if want > BATCH:
                 want = BATCH
-            n = reader.fill(self.frames, want)
+            if stop is not None:
+                want = 1
+            n = reader.fill(b.frames, want)
             if n <= 0:
                 break
             total += n
@@ -1967,16 +2091,72 @@ cdef class FrameDispatch:
                 rc = self._dispatch(slot, n)
         if rc < 0:
             raise MemoryError("FrameDispatch: no memory for the events of a batch")
-        for k in range(self.nshards):
-            it = self._push(base + k)
-            if it == NULL:
-                raise MemoryError("FrameDispatch: no memory for the events of a batch")
-            it.kind = IT_CLOCK
-            it.now = self.now_ns
-            it.ts = self.next_sweep_ns
-            it.frame = self.frame_no
+        self._commit(slot)
         return total
+
+    def read_span(self, CaptureReader reader not None, int slot, size_t at, size_t stop,
+                  bint exact=False):
+        """Read the plain records that start in [first boundary at or after ``at``, ``stop``)
+        into ``slot`` without the GIL and without moving the reader (``exact``: a record starts
+        at ``at``).  Returns the frames read; ``commit`` says whether they stand."""
+        cdef Py_ssize_t n, total = 0
+        cdef int rc = 0
+        cdef batch_t* b
+        cdef size_t start
+        self._check(reader, slot)
+        b = &self.batches[slot]
+        with nogil:
+            self._reset(slot)
+            start = at if exact else reader.span_sync(at, stop)
+            b.start = start
+            if start == <size_t>-1:
+                reader.span_begin(&b.span, 0, 0)     # nothing found: commit refuses it
+            else:
+                reader.span_begin(&b.span, start, stop)
+                while True:
+                    n = reader.span_fill(&b.span, b.frames, BATCH)
+                    if n <= 0:
+                        break
+                    total += n
+                    rc = self._dispatch(slot, n)
+                    if rc < 0:
+                        break
+        if rc < 0:
+            raise MemoryError("FrameDispatch: no memory for the events of a batch")
+        return total
+
+    def commit(self, CaptureReader reader not None, int slot):
+        """Take the span read into ``slot`` as the reader's next records, when it started where
+        the committed reading ended (the reader then moves past its records).  Returns 1: done,
+        the batch is committed; 2: the span stopped short of its stop at a record only the
+        reader's ``fill()`` reads: finish the batch with ``fill(..., append=True)``; 0: not
+        taken, read the batch again with ``fill``."""
+        cdef batch_t* b
+        cdef int rc
+        self._check(reader, slot)
+        b = &self.batches[slot]
+        if b.committed:
+            raise ValueError(f"slot {slot} is already committed")
+        if b.start == <size_t>-1:
+            return 0
+        rc = reader.span_commit(&b.span, b.start)
+        if rc == 1:
+            self._commit(slot)
+        return rc
+
+    def span_end(self, int slot):
+        """Offset after the last record read into ``slot`` by read_span (its stop or beyond)."""
+        if not 0 <= slot < <int>self.nslots:
+            raise IndexError(f"slot {slot} out of range")
+        return self.batches[slot].span.pos
+
+    def frames_in(self, int slot):
+        """Frames read into ``slot``."""
+        if not 0 <= slot < <int>self.nslots:
+            raise IndexError(f"slot {slot} out of range")
+        return self.batches[slot].nframes
 
     @property
     def frames_read(self):
-        return self.frame_no
+        """Frames of every committed batch."""
+        return self.committed_frames

@@ -17,7 +17,7 @@ from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.buffer cimport PyBUF_WRITE
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int64_t, uint64_t
 from libc.stdlib cimport calloc, realloc, free
-from libc.string cimport memmove
+from libc.string cimport memmove, memset
 
 import os
 import stat
@@ -109,6 +109,7 @@ ctypedef struct cap_state_t:
     uint32_t n_ifaces
     uint32_t cap_ifaces
     int64_t last_ts
+    uint64_t generation   # pcapng: section and interface blocks read so far (span_commit checks it)
     # counters
     uint64_t frames
     uint64_t bytes
@@ -125,7 +126,6 @@ ctypedef struct cap_state_t:
     size_t hold           # mapped files, when hold_set: bytes at or after hold are never released
     int hold_set
     size_t page           # mapped files: the system's page size
-    size_t lent_populated # mapped files: populate_step (another thread) filled [.., this)
     frame_t iter_frames[ITER_BATCH]
 
 
@@ -567,16 +567,10 @@ cdef extern from *:
     #else
     static int kz_release(void* addr, size_t length) { return madvise(addr, length, MADV_DONTNEED); }
     #endif
-    /* populate_step runs in another thread than the reading one: each reads the other's cursor
-       with a relaxed atomic load (a stale value only means a page is populated twice). */
-    static size_t kz_load_size(const size_t* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
-    static void kz_store_size(size_t* p, size_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
     """
     void _prefetch "__builtin_prefetch"(const void* p) noexcept nogil
     int _populate "kz_populate"(void* addr, size_t length) noexcept nogil
     int _release "kz_release"(void* addr, size_t length) noexcept nogil
-    size_t _load_size "kz_load_size"(const size_t* p) noexcept nogil
-    void _store_size "kz_store_size"(size_t* p, size_t v) noexcept nogil
 
 
 cdef inline void _release_behind(cap_state_t* st) noexcept nogil:
@@ -610,7 +604,7 @@ cdef inline void _prefetch_ahead(cap_state_t* st) noexcept nogil:
     cdef size_t chunk = st.pos & ~(<size_t>(POPULATE_BYTES - 1)), upto
     if want > st.end:
         want = st.end
-    if st.populated < want and _load_size(&st.lent_populated) < want:
+    if st.populated < want:
         if st.populated < chunk:
             st.populated = chunk
         upto = chunk + 2 * POPULATE_BYTES
@@ -683,6 +677,83 @@ cdef inline void _packet_block(cap_state_t* st, const uint8_t* p, int be, uint32
     f.linktype = st.ifaces[iface].linktype
     f.iface = <uint16_t>iface
     st.last_ts = f.ts_ns
+
+
+cdef inline size_t _plain_frame(const cap_state_t* st, const uint8_t* p, size_t room, frame_t* f,
+                               bint* over) noexcept nogil:
+    """The record at p (``room`` bytes to the end of the map) as frame f when it is a whole,
+    sane pcap record or a pcapng Enhanced Packet Block of a known interface; returns its length,
+    or 0 for anything else (the checks _step_pcap and _step_pcapng make, so that a record taken
+    here is taken there the same way).  ``over``: its captured length exceeds the snapshot length.
+    Neither the position nor a counter moves."""
+    cdef uint32_t caplen, blen, iface, snap
+    if st.fmt == FMT_PCAP:
+        if room < 16:
+            return 0
+        caplen = rd32(p + 8, st.be)
+        if caplen > MAX_CAPLEN or room - 16 < caplen:
+            return 0
+        f.ts_ns = <int64_t>(<uint64_t>rd32(p, st.be) * 1000000000ULL
+                            + <uint64_t>rd32(p + 4, st.be) * (1ULL if st.nsec else 1000ULL))
+        f.data = p + 16
+        f.caplen = caplen
+        f.wirelen = rd32(p + 12, st.be)
+        f.linktype = st.linktype
+        f.iface = 0
+        over[0] = st.snaplen != 0 and caplen > st.snaplen
+        return 16 + <size_t>caplen
+    if room < 32 or rd32(p, st.be) != BT_EPB:
+        return 0
+    blen = rd32(p + 4, st.be)
+    if (blen < 32 or blen % 4 != 0 or blen > room or blen > BUF_HARD_CAP
+            or rd32(p + blen - 4, st.be) != blen):
+        return 0
+    iface = rd32(p + 8, st.be)
+    caplen = rd32(p + 20, st.be)
+    if iface >= st.n_ifaces or caplen > blen - 32 or caplen > MAX_CAPLEN:
+        return 0
+    snap = st.ifaces[iface].snaplen
+    over[0] = snap != 0 and caplen > snap
+    f.ts_ns = iface_ts(&st.ifaces[iface], (<uint64_t>rd32(p + 12, st.be) << 32) | rd32(p + 16, st.be))
+    f.data = p + 28
+    f.caplen = caplen
+    f.wirelen = rd32(p + 24, st.be)
+    f.linktype = st.ifaces[iface].linktype
+    f.iface = <uint16_t>iface
+    return blen
+
+
+# Speculative sync (span_sync): a candidate offset is taken for a record boundary only when this
+# many records follow each other from it (or reach the end of the file exactly), each of them sane
+# and, in a pcap file, within SYNC_MAX_GAP_S seconds of the one before.  A wrong guess costs a
+# re-read, never a wrong frame: span_commit accepts a span only where the committed reading ended.
+DEF SYNC_RECORDS = 8
+DEF SYNC_MAX_GAP_S = 86400
+
+
+cdef inline bint _plausible_chain(const cap_state_t* st, size_t at) noexcept nogil:
+    cdef frame_t f
+    cdef bint over
+    cdef size_t pos = at, n
+    cdef int k
+    cdef uint32_t sec, prev_sec = 0, sub
+    for k in range(SYNC_RECORDS):
+        if pos == st.end:
+            return k > 0
+        n = _plain_frame(st, st.base + pos, st.end - pos, &f, &over)
+        if n == 0:
+            return False
+        if st.fmt == FMT_PCAP:
+            # stricter than reading: a sane header is not enough where any byte may start one
+            sec = rd32(st.base + pos, st.be)
+            sub = rd32(st.base + pos + 4, st.be)
+            if sub >= (1000000000u if st.nsec else 1000000u) or f.wirelen < f.caplen or over:
+                return False
+            if k > 0 and (sec - prev_sec + SYNC_MAX_GAP_S) > 2 * SYNC_MAX_GAP_S:
+                return False
+            prev_sec = sec
+        pos += n
+    return True
 
 
 cdef int _new_iface(CaptureReader self, const uint8_t* p, uint32_t blen) except -1:
@@ -845,11 +916,13 @@ cdef int _step_pcapng(CaptureReader self, frame_t* f, Py_ssize_t n) except -1:
                 return _stop_error(self, f"unsupported pcapng version {rd16(p + 12, be)}")
             st.be = be
             st.n_ifaces = 0         # interface numbers restart in every section
+            st.generation += 1
         elif btype == BT_IDB:
             if blen < 20:
                 st.bad += 1
             else:
                 _new_iface(self, p, blen)
+                st.generation += 1
         else:
             st.skipped += 1
         st.pos += blen
@@ -981,83 +1054,176 @@ cdef class CaptureReader:
         _sync_counters(self)
         return n
 
-    cdef Py_ssize_t fill_fast(self, frame_t* frames, Py_ssize_t max_frames) noexcept nogil:
+    cdef Py_ssize_t fill_fast(self, frame_t* frames, Py_ssize_t max_frames, size_t stop) noexcept nogil:
         """fill() without the GIL for the plain case: a mapped capture whose next records are
-        whole, sane pcap records or pcapng Enhanced Packet Blocks of a known interface.  Returns
-        the frames written; 0 means "use fill()" (end of the capture, any other block, a damaged
-        or cut record, a stream), which then handles and reports it as usual.  Counters are
-        updated in C; the ``counters`` dict catches up at the next fill()."""
+        whole, sane pcap records or pcapng Enhanced Packet Blocks of a known interface, read while
+        they start before offset ``stop``.  Returns the frames written; 0 means "use fill()" (end of
+        the capture, any other block, a damaged or cut record, a stream) or ``stop`` reached.
+        Counters are updated in C; the ``counters`` dict catches up at the next fill()."""
         cdef cap_state_t* st = <cap_state_t*>self._state
         cdef Py_ssize_t n = 0
-        cdef const uint8_t* p
-        cdef uint32_t caplen, blen, iface
-        cdef size_t room
+        cdef size_t rec
+        cdef bint over = False
         cdef frame_t* f
         if st == NULL or not st.mapped or st.done or st.closed or st.fmt == 0:
             return 0
         _release_behind(st)
-        while n < max_frames:
-            room = st.end - st.pos
-            p = st.base + st.pos
+        while n < max_frames and st.pos < stop:
             f = &frames[n]
-            if st.fmt == FMT_PCAP:
-                if room < 16:
-                    break
-                caplen = rd32(p + 8, st.be)
-                if caplen > MAX_CAPLEN or room - 16 < caplen:
-                    break
-                _pcap_record(st, p, caplen, f)
-            else:
-                # pcapng: Enhanced Packet Blocks only, checked as _step_pcapng checks them
-                if room < 32 or rd32(p, st.be) != BT_EPB:
-                    break
-                blen = rd32(p + 4, st.be)
-                if (blen < 32 or blen % 4 != 0 or blen > room or blen > BUF_HARD_CAP
-                        or rd32(p + blen - 4, st.be) != blen):
-                    break
-                iface = rd32(p + 8, st.be)
-                caplen = rd32(p + 20, st.be)
-                if iface >= st.n_ifaces or caplen > blen - 32 or caplen > MAX_CAPLEN:
-                    break
-                _packet_block(st, p, st.be, iface, caplen, f)
-                st.pos += blen
-                st.frames += 1
-                st.bytes += f.caplen
-                st.wire_bytes += f.wirelen
+            rec = _plain_frame(st, st.base + st.pos, st.end - st.pos, f, &over)
+            if rec == 0:
+                break
+            st.pos += rec
+            st.frames += 1
+            st.bytes += f.caplen
+            st.wire_bytes += f.wirelen
+            st.over_snaplen += over
+            if st.fmt == FMT_PCAPNG:
+                st.last_ts = f.ts_ns
             n += 1
             _prefetch_ahead(st)
         return n
 
-    def populate_step(self, size_t ahead, size_t most):
-        """Fill the page tables of up to ``most`` bytes of a mapped capture, in the next bytes
-        not yet filled within ``ahead`` bytes of the read position; returns the bytes filled
-        (0: far enough ahead, at the end, or not mapped).  Without the GIL.
-
-        For a thread that helps the reading one (kzfilter.threaded): filling page tables is the
-        kernel's share of reading a mapped file, about a third of reading it.  Call it from one
-        thread at a time, and never after close().
-        """
+    # --- spans: byte ranges of a mapped capture read by several threads (kzfilter.threaded) ----
+    cdef size_t span_sync(self, size_t at, size_t limit) noexcept nogil:
+        """The first offset in [at, limit) that looks like a record boundary (a chain of sane
+        records starts there), or SIZE_MAX.  A guess: span_commit checks it."""
         cdef cap_state_t* st = <cap_state_t*>self._state
-        cdef size_t cur, target, upto, done = 0
-        if st == NULL or not st.mapped or st.closed:
+        cdef size_t pos = at
+        if st == NULL or not st.mapped or st.closed or st.fmt == 0:
+            return <size_t>-1
+        if limit > st.end:
+            limit = st.end
+        if st.fmt == FMT_PCAPNG:
+            pos = (pos + 3) & ~(<size_t>3)      # pcapng blocks are 32-bit aligned
+        while pos < limit:
+            if _plausible_chain(st, pos):
+                return pos
+            pos += 4 if st.fmt == FMT_PCAPNG else 1
+        return <size_t>-1
+
+    cdef void span_begin(self, span_t* sp, size_t start, size_t stop) noexcept nogil:
+        """Set ``sp`` to read the records that start in [start, stop)."""
+        cdef cap_state_t* st = <cap_state_t*>self._state
+        memset(sp, 0, sizeof(span_t))
+        sp.pos = start
+        sp.stop = stop
+        sp.ahead = start
+        sp.populated = start
+        sp.generation = st.generation
+
+    cdef Py_ssize_t span_fill(self, span_t* sp, frame_t* frames, Py_ssize_t max_frames) noexcept nogil:
+        """Up to ``max_frames`` plain records of the span (fill_fast's records), without touching
+        the reader's position; 0: the span reached its stop, the end, or a record only fill()
+        reads.  The caller keeps any other thread from reading sections or interfaces (fill())
+        meanwhile: the interface table is read in place."""
+        cdef cap_state_t* st = <cap_state_t*>self._state
+        cdef Py_ssize_t n = 0
+        cdef size_t rec, want, upto
+        cdef bint over = False
+        cdef frame_t* f
+        if st == NULL or not st.mapped or st.closed or st.fmt == 0:
             return 0
+        while n < max_frames and sp.pos < sp.stop:
+            # map and prefetch ahead of this span, as _prefetch_ahead does for the reader's own
+            want = sp.pos + PREFETCH_BYTES
+            if want > st.end:
+                want = st.end
+            if sp.populated < want:
+                # madvise wants a page-aligned start; a page populated twice costs nothing
+                sp.populated = (sp.populated // st.page) * st.page
+                upto = sp.populated + POPULATE_BYTES
+                if upto > st.end:
+                    upto = st.end
+                _populate(<void*>(st.base + sp.populated), upto - sp.populated)
+                sp.populated = upto
+            if sp.ahead < sp.pos:
+                sp.ahead = sp.pos & ~(<size_t>63)
+            while sp.ahead < want:
+                _prefetch(st.base + sp.ahead)
+                sp.ahead += 64
+            f = &frames[n]
+            rec = _plain_frame(st, st.base + sp.pos, st.end - sp.pos, f, &over)
+            if rec == 0:
+                break
+            sp.pos += rec
+            sp.frames += 1
+            sp.bytes += f.caplen
+            sp.wire_bytes += f.wirelen
+            sp.over_snaplen += over
+            sp.last_ts = f.ts_ns
+            n += 1
+        return n
+
+    cdef bint span_complete(self, const span_t* sp) noexcept nogil:
+        """The span read every record that starts before its stop: it reached the stop, or the
+        end of the file exactly at a record boundary."""
+        cdef cap_state_t* st = <cap_state_t*>self._state
+        return sp.pos >= sp.stop or sp.pos == st.end
+
+    cdef int span_commit(self, const span_t* sp, size_t start) except -1:
+        """Take the records of a span that started at ``start`` as read, when ``start`` is where
+        the committed reading ended and no section or interface block was read since the span
+        began (its records are then exactly fill()'s): 1 when it read to its stop, 2 when it
+        stopped before (at a record only fill() reads: go on with fill() from there), 0 when it
+        cannot be taken (read its range again with fill())."""
+        cdef cap_state_t* st = <cap_state_t*>self._state
+        cdef int whole = self.span_complete(sp)
+        if st.closed or st.done or start != st.pos or sp.generation != st.generation:
+            return 0
+        st.pos = sp.pos
+        st.frames += sp.frames
+        st.bytes += sp.bytes
+        st.wire_bytes += sp.wire_bytes
+        st.over_snaplen += sp.over_snaplen
+        if sp.frames and st.fmt == FMT_PCAPNG:
+            st.last_ts = sp.last_ts
+        if st.pos == st.end:
+            st.done = 1
+        _sync_counters(self)
+        return 1 if whole else 2
+
+    def release_behind(self):
+        """Hand the pages behind the committed position back to the kernel, as reading does
+        every RELEASE_BYTES (kzfilter.threaded calls it outside its lock after span_commit: the
+        kernel's work of unmapping is a tenth of reading a capture).  Without the GIL; one
+        thread at a time, and not while another thread reads with fill()."""
+        cdef cap_state_t* st = <cap_state_t*>self._state
+        if st == NULL or not st.mapped or st.closed:
+            return
         with nogil:
-            cur = st.lent_populated
-            target = _load_size(&st.pos)
-            if cur < target:
-                cur = target & ~(<size_t>(POPULATE_BYTES - 1))
-            target = (target + ahead) & ~(<size_t>(POPULATE_BYTES - 1))
-            if target > st.end:
-                target = st.end
-            while cur < target and done < most:
-                upto = cur + POPULATE_BYTES
-                if upto > target:
-                    upto = target
-                _populate(<void*>(st.base + cur), upto - cur)
-                done += upto - cur
-                cur = upto
-                _store_size(&st.lent_populated, cur)
-        return done
+            _release_behind(st)
+
+    def record_size(self, Py_ssize_t max_frames=1024):
+        """Mean length in bytes of the next plain records of a mapped capture (up to
+        ``max_frames`` of them, read without moving), or 0 where there are none: how
+        kzfilter.threaded sizes its batches."""
+        cdef cap_state_t* st = <cap_state_t*>self._state
+        cdef span_t sp
+        cdef frame_t frames[64]
+        cdef Py_ssize_t n, total = 0
+        if st == NULL or not st.mapped or st.closed or st.fmt == 0:
+            return 0
+        self.span_begin(&sp, st.pos, <size_t>-1)
+        with nogil:
+            while total < max_frames:
+                n = self.span_fill(&sp, frames, 64 if max_frames - total > 64 else max_frames - total)
+                if n <= 0:
+                    break
+                total += n
+        return (sp.pos - st.pos) / total if total else 0
+
+    @property
+    def exhausted(self):
+        """True once the reader has no more frames to give (end of file, or a stop on damage)."""
+        cdef cap_state_t* st = <cap_state_t*>self._state
+        return bool(st.done)
+
+    @property
+    def size(self):
+        """Bytes of a mapped capture (0 when streamed)."""
+        cdef cap_state_t* st = <cap_state_t*>self._state
+        return st.end if st.mapped else 0
 
     def _read_fast(self):
         """Every frame, as ``__iter__`` gives them, read through fill_fast() where it applies and
@@ -1067,7 +1233,7 @@ cdef class CaptureReader:
         out = []
         while True:
             with nogil:
-                k = self.fill_fast(frames, 64)
+                k = self.fill_fast(frames, 64, <size_t>-1)
             if k == 0:
                 k = self.fill(frames, 1)    # one frame: fill_fast takes the next record again
                 if k == 0:
@@ -1076,6 +1242,79 @@ cdef class CaptureReader:
                 out.append((frames[i].ts_ns, frames[i].linktype,
                             PyBytes_FromStringAndSize(<const char*>frames[i].data, frames[i].caplen),
                             frames[i].wirelen))
+
+    def _read_spans(self, size_t span, bint backwards=True):
+        """Every frame, read as kzfilter.threaded reads a mapped capture: one frame (and the
+        blocks before it) through fill(), then batches of ``span`` bytes read as spans, every
+        batch before any commit (the last first when ``backwards``: no span knows where the one
+        before ended), committed in order, and a batch whose span is not taken (or stops short)
+        read on through fill_fast()/fill().  For tests that spans give fill()'s frames and
+        counters whatever the guesses."""
+        cdef cap_state_t* st = <cap_state_t*>self._state
+        cdef frame_t frames[64]
+        cdef span_t* sps = NULL
+        cdef size_t origin, at, stop
+        cdef Py_ssize_t nb, b, k, i
+        cdef int rc
+        if span < 1:
+            raise ValueError("span must be >= 1")
+        out = []
+
+        def take(Py_ssize_t n):
+            for j in range(n):
+                out.append((frames[j].ts_ns, frames[j].linktype,
+                            PyBytes_FromStringAndSize(<const char*>frames[j].data, frames[j].caplen),
+                            frames[j].wirelen))
+
+        take(self.fill(frames, 1))
+        if st.mapped and not st.done:
+            origin = st.pos
+            nb = <Py_ssize_t>((st.end - origin + span - 1) // span)
+            sps = <span_t*>calloc(nb if nb else 1, sizeof(span_t))
+            if sps == NULL:
+                raise MemoryError()
+            try:
+                starts = [None] * nb
+                got = [None] * nb
+                for b in (range(nb - 1, -1, -1) if backwards else range(nb)):
+                    at = origin + <size_t>b * span
+                    stop = <size_t>-1 if b == nb - 1 else at + span
+                    starts[b] = self.span_sync(at, stop)
+                    got[b] = []
+                    if starts[b] != <size_t>-1:
+                        self.span_begin(&sps[b], <size_t>starts[b], stop)
+                        while True:
+                            k = self.span_fill(&sps[b], frames, 64)
+                            if k <= 0:
+                                break
+                            for i in range(k):
+                                got[b].append((frames[i].ts_ns, frames[i].linktype,
+                                               PyBytes_FromStringAndSize(<const char*>frames[i].data,
+                                                                         frames[i].caplen),
+                                               frames[i].wirelen))
+                for b in range(nb):
+                    if st.done:
+                        break
+                    stop = <size_t>-1 if b == nb - 1 else origin + <size_t>(b + 1) * span
+                    rc = 0 if starts[b] == <size_t>-1 else self.span_commit(&sps[b], <size_t>starts[b])
+                    if rc:
+                        out.extend(got[b])
+                    if rc != 1:
+                        while st.pos < stop and not st.done:
+                            k = self.fill_fast(frames, 64, stop)
+                            if k == 0:
+                                k = self.fill(frames, 1)
+                                if k == 0:
+                                    break
+                            take(k)
+            finally:
+                free(sps)
+        while True:
+            k = self.fill(frames, 64)
+            if k == 0:
+                break
+            take(k)
+        return out
 
     # --- Python API --------------------------------------------------------------------------
     def __iter__(self):
