@@ -145,6 +145,69 @@ def run_one(rules: list[str], paths: list[str], workers: int, split: str | None 
 _BURN = "import time; t = time.perf_counter(); s = 0\nfor i in range(15_000_000): s += i\n"
 
 
+_READ_CHILD = r"""
+import json, sys, threading, time
+sys.path.insert(0, {src!r})
+from kzfilter import threaded
+from kzfilter.flow._table import FlowTable, FrameDispatch
+from kzfilter.packet._capture import CaptureReader
+path, workers = {path!r}, {workers}
+reader = CaptureReader(path)
+dispatch = FrameDispatch([FlowTable(shard_count=2, shard_index=k) for k in range(2)], workers)
+dispatch.fill(reader, 0, threaded.HEAD_FRAMES)
+origin, span = reader.position, threaded.batch_bytes(reader)
+nb = max(1, -(-(reader.size - origin) // span))
+lock, state = threading.Lock(), dict(next=0, frames=0)
+
+def work(slot):
+    while True:
+        with lock:
+            b = state["next"]
+            state["next"] += 1
+        if b >= nb:
+            return
+        at = origin + b * span
+        n = dispatch.read_span(reader, slot, at, at + span if b < nb - 1 else 1 << 62)
+        with lock:
+            state["frames"] += n
+
+t = time.perf_counter()
+threads = [threading.Thread(target=work, args=(k,)) for k in range(workers)]
+for th in threads:
+    th.start()
+for th in threads:
+    th.join()
+print(json.dumps(dict(seconds=time.perf_counter() - t, frames=state["frames"], batches=nb)))
+"""
+
+
+def reading_alone(path: str, workers: list[int], repeat: int) -> list[dict]:
+    """Reading one capture alone (record chain, dissection, events for 2 shards; no flow table):
+    N threads each reading whole batches (FrameDispatch.read_span), in a fresh interpreter,
+    interleaved, fastest kept.  The part of a split capture that one thread did alone before
+    batches were read as byte ranges."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    runs: dict[int, list[dict]] = {n: [] for n in workers}
+    for _ in range(repeat):
+        for n in workers:
+            code = _READ_CHILD.format(src=str(REPO / "src"), path=path, workers=n)
+            out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                                 text=True, env=env)
+            runs[n].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    rows = []
+    for n in workers:
+        best = min(runs[n], key=lambda r: r["seconds"])
+        best.update(workload="reading alone", workers=n, config=f"{n} reading",
+                    mpackets_s=best["frames"] / best["seconds"] / 1e6)
+        rows.append(best)
+    for r in rows:
+        r["efficiency"] = rows[0]["seconds"] / (r["workers"] * r["seconds"])
+        print(f"reading alone      threads={r['workers']:<3} {r['seconds']:7.3f} s  "
+              f"{r['mpackets_s']:.2f} Mframes/s  efficiency {r['efficiency']:.0%}", file=sys.stderr)
+    return rows
+
+
 def _wall(cmds: list[list[str]]) -> float:
     t0 = time.perf_counter()
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -225,6 +288,7 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if r["workload"] in WORKLOADS]     # not "reading alone"
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.4))
     names = [n for n in ("many files", "one large file", "real capture")
              if any(r["workload"] == n for r in rows)]
@@ -296,7 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     data = Path(args.data)
     if args.generate:
         generate(data)
-    rows = measure(args.rules, data, [int(w) for w in args.workers.split(",")], args.repeat)
+    workers = [int(w) for w in args.workers.split(",")]
+    rows = measure(args.rules, data, workers, args.repeat)
+    large = WORKLOADS["one large file"](data)[0]
+    if Path(large).exists():
+        rows += reading_alone(large, workers, args.repeat)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     if args.plot and rows:

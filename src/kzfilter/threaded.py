@@ -52,6 +52,15 @@ SLOTS = 4                 # batches in flight: their frames stay mapped
 _BIG = 1 << 62            # the last batch's stop: the end of the file, whatever it is
 
 
+def batch_bytes(reader: Any) -> int:
+    """Bytes per batch for a mapped capture whose head was read: BATCH_BYTES, or about
+    BATCH_FRAMES frames' worth of the records that follow."""
+    if BATCH_BYTES:
+        return max(1, int(BATCH_BYTES))
+    size = reader.record_size(1024) or 1024
+    return int(min(max(size * BATCH_FRAMES, MIN_BATCH_BYTES), MAX_BATCH_BYTES))
+
+
 class _Run:
     """N threads sharing the units of work of one dispatched capture.
 
@@ -123,13 +132,7 @@ class _Run:
         self.start[slot] = reader.position
         self.dispatch.fill(reader, slot, HEAD_FRAMES)
         self.origin = reader.position
-        if BATCH_BYTES:
-            span = int(BATCH_BYTES)
-        else:
-            # about BATCH_FRAMES frames per batch, sized from the records that follow the head
-            size = reader.record_size(1024) or 1024
-            span = int(min(max(size * BATCH_FRAMES, MIN_BATCH_BYTES), MAX_BATCH_BYTES))
-        self.span = max(1, span)
+        self.span = batch_bytes(reader)
         # at least one (even of no bytes): only a batch read to the end marks the reading done
         self.nbatches = max(1, -(-(reader.size - self.origin) // self.span))
         self._hand_over(slot)
