@@ -130,6 +130,7 @@ class _Run:
         # on from the file header, by the reader itself; the spans cover the rest.
         slot = self.free.pop(0)
         self.start[slot] = reader.position
+        self._hold()
         self.dispatch.fill(reader, slot, HEAD_FRAMES)
         self.origin = reader.position
         self.span = batch_bytes(reader)
