@@ -155,7 +155,9 @@ path, workers = {path!r}, {workers}
 reader = CaptureReader(path)
 dispatch = FrameDispatch([FlowTable(shard_count=2, shard_index=k) for k in range(2)], workers)
 dispatch.fill(reader, 0, threaded.HEAD_FRAMES)
-origin, span = reader.position, threaded.batch_bytes(reader)
+with CaptureReader(path) as counting:            # batches of the mean record length, as the
+    mean = reader.size / max(1, counting.drain())   # threads size them once they have read some
+origin, span = reader.position, threaded.batch_bytes(mean)
 nb = max(1, -(-(reader.size - origin) // span))
 lock, state = threading.Lock(), dict(next=0, frames=0)
 

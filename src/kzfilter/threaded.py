@@ -52,22 +52,20 @@ SLOTS = 4                 # batches in flight: their frames stay mapped
 _BIG = 1 << 62            # the last batch's stop: the end of the file, whatever it is
 
 
-def batch_bytes(reader: Any) -> int:
-    """Bytes per batch for a mapped capture whose head was read: BATCH_BYTES, or about
-    BATCH_FRAMES frames' worth of the records that follow."""
+def batch_bytes(mean_record: float) -> int:
+    """Bytes per batch: BATCH_BYTES, or about BATCH_FRAMES records of ``mean_record`` bytes."""
     if BATCH_BYTES:
         return max(1, int(BATCH_BYTES))
-    size = reader.record_size(1024) or 1024
-    return int(min(max(size * BATCH_FRAMES, MIN_BATCH_BYTES), MAX_BATCH_BYTES))
+    return int(min(max((mean_record or 1024) * BATCH_FRAMES, MIN_BATCH_BYTES), MAX_BATCH_BYTES))
 
 
 class _Run:
     """N threads sharing the units of work of one dispatched capture.
 
     The caller's thread reads the head of the capture (its first HEAD_FRAMES frames and any
-    blocks before them) through the reader; the rest is cut into batches of ``span`` bytes, about
-    BATCH_FRAMES frames each, sized from the mean record length after the head: batch b holds the
-    records that start in [origin + b * span, origin + (b + 1) * span).  Units:
+    blocks before them) through the reader; the rest is cut into batches by byte range, each of
+    about BATCH_FRAMES records of the mean length seen so far (``_new_bounds``): a batch holds
+    the records that start in its range.  Units:
 
     * *serial* (first): read batch b on from where batch b - 1 ended, through the reader
       (``FrameDispatch.fill``), when its span could not be taken whole (a block only the reader
@@ -132,18 +130,26 @@ class _Run:
         self.start[slot] = reader.position
         self._hold()
         self.dispatch.fill(reader, slot, HEAD_FRAMES)
-        self.origin = reader.position
-        self.span = batch_bytes(reader)
-        # at least one (even of no bytes): only a batch read to the end marks the reading done
-        self.nbatches = max(1, -(-(reader.size - self.origin) // self.span))
+        self.next_at = reader.position              # where the next batch's byte range starts
+        self.bounds: dict[int, tuple[int, int]] = {}     # batch -> its byte range, until committed
+        # the mean record length: of the records after the head, until batches are committed
+        self.sample = reader.record_size(1024)
         self._hand_over(slot)
         self.threads = [threading.Thread(target=self._work, name=f"kzfilter-split-{k}", daemon=True)
                         for k in range(n)]
 
-    def _bounds(self, b: int) -> tuple[int, int]:
-        """Batch b's byte range: its records start in [at, stop)."""
-        at = self.origin + b * self.span
-        return at, (_BIG if b == self.nbatches - 1 else at + self.span)
+    def _new_bounds(self) -> tuple[int, int]:
+        """The next batch's byte range (its records start in [at, stop)), in the order batches
+        start: about BATCH_FRAMES records of the mean length of those committed so far (the
+        first records of a capture are often shorter: connection set-ups)."""
+        frames = self.dispatch.frames_read
+        mean = self.reader.position / frames if frames > HEAD_FRAMES else self.sample
+        at = self.next_at
+        stop = at + batch_bytes(mean)
+        if stop >= self.reader.size:
+            stop = _BIG                             # the last batch: to the end of the file
+        self.next_at = stop
+        return at, stop
 
     # -- scheduling (self.cond held) -----------------------------------------------------------
     def _hold(self) -> None:
@@ -160,7 +166,7 @@ class _Run:
                 return ("serial", self.next_commit)
         else:
             can_read = (not self.serial and not self.read_done and bool(self.free)
-                        and self.next_read < self.nbatches
+                        and (self.next_at < self.reader.size or self.next_read == 0)
                         and self.chunks_read - self.chunks_taken < CHUNKS_AHEAD)
         if can_read and not self.spans:
             return ("span", self.next_read)
@@ -185,6 +191,7 @@ class _Run:
         """Batch next_commit (in ``slot``) is committed: hand it to the shards."""
         del self.slot_of[self.next_commit]
         self.read.pop(self.next_commit, None)
+        self.bounds.pop(self.next_commit, None)
         self.next_commit += 1
         self._hand_over(slot)
 
@@ -205,6 +212,7 @@ class _Run:
             # slot of one still being read is freed by its reader
             for b, s in list(self.slot_of.items()):
                 del self.slot_of[b]
+                self.bounds.pop(b, None)
                 if self.read.pop(b, None) is not None:
                     self.free.append(s)
             self._hold()
@@ -238,7 +246,7 @@ class _Run:
                         self.next_read += 1
                         self.slot_of[arg] = slot
                         self.spans += 1
-                        at, stop = self._bounds(arg)
+                        at, stop = self.bounds[arg] = self._new_bounds()
                         exact = arg == self.next_commit
                         if exact:
                             at = self.reader.position
@@ -248,7 +256,7 @@ class _Run:
                         self.serial = True
                         slot = self.slot_of[arg]
                         append = self.read[arg] == 1
-                        stop = self._bounds(arg)[1]
+                        stop = self.bounds[arg][1]
                         if not append:
                             self.start[slot] = self.reader.position
                             self._hold()
