@@ -936,6 +936,21 @@ def test_spans_of_real_captures_give_the_plain_read() -> None:
             assert got_c == ref_c, (path.name, span)
 
 
+def test_spans_across_a_large_block(tmp_path: Path) -> None:
+    # A 3 MB block that is no packet between packets: spans that start inside it find no
+    # record within their search window (1 MiB) and are read again by the reader.
+    packets = [epb(0, i, bytes([i % 251]) * 300) for i in range(400)]
+    data = shb() + idb() + b"".join(packets[:200]) + block(0x0BAD, b"\x06" * (3 << 20)) + b"".join(packets[200:])
+    p = tmp_path / "big-block.pcapng"
+    p.write_bytes(data)
+    with CaptureReader(p) as r:
+        ref, ref_c = list(r), dict(r.counters)
+    assert len(ref) == 400 and ref_c["skipped_blocks"] == 1
+    for span in (4096, 1 << 16, 1 << 20):
+        with CaptureReader(p) as r:
+            assert r._read_spans(span) == ref and dict(r.counters) == ref_c, span
+
+
 def test_span_helpers(tmp_path: Path) -> None:
     # record_size (how kzfilter.threaded sizes its batches), size, exhausted, release_behind
     records = [(i, 0, bytes([i % 251]) * 1400, 1400) for i in range(3000)]     # 4.2 MB

@@ -729,6 +729,10 @@ cdef inline size_t _plain_frame(const cap_state_t* st, const uint8_t* p, size_t 
 # re-read, never a wrong frame: span_commit accepts a span only where the committed reading ended.
 DEF SYNC_RECORDS = 8
 DEF SYNC_MAX_GAP_S = 86400
+# A plain record is at most MAX_CAPLEN + 16 (pcap) or BUF_HARD_CAP (pcapng) bytes long, so one
+# starts within this many bytes of any offset before the last: the search stops there, which
+# bounds its cost on any input (a span that finds nothing is read again by the reader).
+DEF SYNC_WINDOW = 1 << 20
 
 
 cdef inline bint _plausible_chain(const cap_state_t* st, size_t at) noexcept nogil:
@@ -1094,6 +1098,8 @@ cdef class CaptureReader:
             return <size_t>-1
         if limit > st.end:
             limit = st.end
+        if limit - at > SYNC_WINDOW and limit > at:
+            limit = at + SYNC_WINDOW
         if st.fmt == FMT_PCAPNG:
             pos = (pos + 3) & ~(<size_t>3)      # pcapng blocks are 32-bit aligned
         while pos < limit:
