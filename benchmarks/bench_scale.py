@@ -401,5 +401,20 @@ if pytest is not None:
         benchmark.extra_info.update(holder["row"])
 
 
+    @pytest.mark.parametrize("workers", [1, 2])
+    def test_reading_alone(benchmark, workers):
+        path = WORKLOADS["one large file"](DATA)[0]
+        if not Path(path).exists():
+            pytest.skip(f"no captures in {DATA}: python benchmarks/bench_scale.py --generate")
+        benchmark.group = "scale: reading one capture alone"
+        holder = {}
+
+        def once():
+            holder["row"] = reading_alone(path, [workers], 1)[0]
+
+        benchmark.pedantic(once, rounds=1, iterations=1)
+        benchmark.extra_info.update(holder["row"])
+
+
 if __name__ == "__main__":
     sys.exit(main())
