@@ -466,6 +466,15 @@ def _flushed(tables):
     return out, total
 
 
+def _assert_whole(shards, total, capture, ref, ref_counters, ref_capture):
+    """The shards' records are disjoint, their union is the whole table's, merged they are its
+    records in its order, and the counters add up to its counters."""
+    ids = [set(b.array["flow_id"].tolist()) for b in shards]
+    assert sum(len(s) for s in ids) == len(ref) and len(set().union(*ids)) == len(ref)
+    pd.testing.assert_frame_equal(merge_sorted(shards).to_pandas(), ref.to_pandas())
+    assert total == ref_counters and capture == ref_capture
+
+
 @settings(max_examples=100, deadline=None)
 @given(traffic(), st.integers(2, 4), st.integers(1, 7), st.integers(1, 3), st.sampled_from(["pcap", "pcapng"]))
 def test_dispatched_shards_are_the_whole_table(frames, n, batch, slots, fmt):
@@ -476,10 +485,7 @@ def test_dispatched_shards_are_the_whole_table(frames, n, batch, slots, fmt):
         path = _write(d, frames, fmt)
         ref, ref_counters, ref_capture = _read_whole(path, **options)
         shards, total, capture = _dispatched(path, n, batch, slots, **options)
-    ids = [set(b.array["flow_id"].tolist()) for b in shards]
-    assert sum(len(s) for s in ids) == len(ref) and len(set().union(*ids)) == len(ref)
-    pd.testing.assert_frame_equal(merge_sorted(shards).to_pandas(), ref.to_pandas())
-    assert total == ref_counters and capture == ref_capture
+    _assert_whole(shards, total, capture, ref, ref_counters, ref_capture)
 
 
 BIG = 1 << 62
@@ -521,13 +527,6 @@ def _spanned(path: str, n: int, span: int, slots: int, backwards: bool, head: in
         return (*_flushed(tables), dict(reader.counters), taken)
 
 
-def _assert_whole(path, shards, total, capture, ref, ref_counters, ref_capture):
-    ids = [set(b.array["flow_id"].tolist()) for b in shards]
-    assert sum(len(s) for s in ids) == len(ref) and len(set().union(*ids)) == len(ref)
-    pd.testing.assert_frame_equal(merge_sorted(shards).to_pandas(), ref.to_pandas())
-    assert total == ref_counters and capture == ref_capture
-
-
 @settings(max_examples=100, deadline=None)
 @given(traffic(), st.integers(2, 3), st.integers(1, 3000), st.integers(1, 4), st.booleans(),
        st.sampled_from(["pcap", "pcapng"]))
@@ -540,7 +539,7 @@ def test_spans_give_the_whole_table(frames, n, span, slots, backwards, fmt):
         path = _write(d, frames, fmt)
         ref, ref_counters, ref_capture = _read_whole(path, **options)
         shards, total, capture, _ = _spanned(path, n, span, slots, backwards, **options)
-    _assert_whole(path, shards, total, capture, ref, ref_counters, ref_capture)
+    _assert_whole(shards, total, capture, ref, ref_counters, ref_capture)
 
 
 def test_spans_are_taken_whole_on_a_real_capture_size(synthetic):
@@ -549,7 +548,7 @@ def test_spans_are_taken_whole_on_a_real_capture_size(synthetic):
     options = dict(FAST)
     ref, ref_counters, ref_capture = _read_whole(str(synthetic), **options)
     shards, total, capture, taken = _spanned(str(synthetic), 2, 1 << 16, 4, True, **options)
-    _assert_whole(synthetic, shards, total, capture, ref, ref_counters, ref_capture)
+    _assert_whole(shards, total, capture, ref, ref_counters, ref_capture)
     assert taken[1] >= 0.95 * sum(taken.values()) and taken[0] <= 2, taken
 
 
@@ -598,7 +597,7 @@ def test_spans_across_sections_and_interfaces(span):
         assert ref_capture["skipped_blocks"] == 1 and len(ref) > 10
         for backwards in (True, False):
             shards, total, capture, taken = _spanned(path, 2, span, 3, backwards, **options)
-            _assert_whole(path, shards, total, capture, ref, ref_counters, ref_capture)
+            _assert_whole(shards, total, capture, ref, ref_counters, ref_capture)
 
 
 def test_dispatch_checks_its_arguments(tmp_path):

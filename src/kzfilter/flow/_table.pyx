@@ -52,6 +52,7 @@ Design decisions (see also :mod:`kzfilter.flow.records` for the record schema):
   ``max_flows`` (eviction) is per shard: with eviction, results can depend on the shard count.
 """
 from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t, INT64_MIN
 from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memcpy, memset, memcmp
@@ -1864,6 +1865,18 @@ def _repack(arr, bytes arena, str off_name, str len_name):
     return src[idx].tobytes()
 
 
+cdef inline bint _double(void** array, Py_ssize_t* cap, size_t size) noexcept nogil:
+    """Grow ``array`` of ``cap`` elements of ``size`` bytes to twice as many (1024 at first);
+    False without memory (the array stays as it was)."""
+    cdef Py_ssize_t newcap = cap[0] * 2 if cap[0] else 1024
+    cdef void* grown = realloc(array[0], newcap * size)
+    if grown == NULL:
+        return False
+    array[0] = grown
+    cap[0] = newcap
+    return True
+
+
 cdef class FrameDispatch:
     """Read and dissect a mapped capture once, for N shards of the flows (kzfilter.threaded).
 
@@ -1938,28 +1951,15 @@ cdef class FrameDispatch:
 
     cdef item_t* _grow(self, uint32_t cell) noexcept nogil:
         """_push when ``cell`` is full: double it."""
-        cdef Py_ssize_t c = self.cap[cell], newcap
-        cdef item_t* grown
-        newcap = c * 2 if c else 1024
-        grown = <item_t*>realloc(self.items[cell], newcap * sizeof(item_t))
-        if grown == NULL:
+        if not _double(<void**>&self.items[cell], &self.cap[cell], sizeof(item_t)):
             return NULL
-        self.items[cell] = grown
-        self.cap[cell] = newcap
         self.count[cell] += 1
         return &self.items[cell][self.count[cell] - 1]
 
     cdef int _tick(self, batch_t* b, int64_t ts, int64_t frame) noexcept nogil:
         """Add a frame to the batch's clock track."""
-        cdef Py_ssize_t newcap
-        cdef tick_t* grown
-        if b.nticks == b.cap_ticks:
-            newcap = b.cap_ticks * 2 if b.cap_ticks else 1024
-            grown = <tick_t*>realloc(b.ticks, newcap * sizeof(tick_t))
-            if grown == NULL:
-                return -1
-            b.ticks = grown
-            b.cap_ticks = newcap
+        if b.nticks == b.cap_ticks and not _double(<void**>&b.ticks, &b.cap_ticks, sizeof(tick_t)):
+            return -1
         b.ticks[b.nticks].ts = ts
         b.ticks[b.nticks].frame = frame
         b.nticks += 1
@@ -2030,6 +2030,24 @@ cdef class FrameDispatch:
                         return -1
         return 0
 
+    cdef int _drain(self, CaptureReader reader, uint32_t slot, span_t* sp, Py_ssize_t most,
+                    Py_ssize_t* total) noexcept nogil:
+        """Read the span's plain records into the slot (until ``total`` reaches ``most``) and
+        write their events; -1 without memory."""
+        cdef batch_t* b = &self.batches[slot]
+        cdef Py_ssize_t n, want
+        while total[0] < most:
+            want = most - total[0]
+            if want > BATCH:
+                want = BATCH
+            n = reader.span_fill(sp, b.frames, want)
+            if n <= 0:
+                break
+            total[0] += n
+            if self._dispatch(slot, n) < 0:
+                return -1
+        return 0
+
     cdef _check(self, CaptureReader reader, int slot):
         if not 0 <= slot < <int>self.nslots:
             raise IndexError(f"slot {slot} out of range")
@@ -2051,8 +2069,10 @@ cdef class FrameDispatch:
         reached: see ``reader.exhausted``)."""
         cdef Py_ssize_t n, total = 0, want
         cdef size_t limit = <size_t>-1 if stop is None else <size_t>stop
+        cdef size_t pos
         cdef int rc = 0
         cdef batch_t* b
+        cdef span_t sp
         self._check(reader, slot)
         b = &self.batches[slot]
         if not append:
@@ -2061,21 +2081,15 @@ cdef class FrameDispatch:
         elif b.committed:
             raise ValueError(f"slot {slot} is already committed")
         while total < max_frames and rc == 0 and reader.position < limit:
-            # The plain records of a mapped capture are read and dispatched without the GIL (the
-            # shard threads and the caller's thread need it); anything else goes through fill(),
-            # one frame at a time under a stop (so that it ends where a span would).
+            # The plain records of a mapped capture are read (a span from the reader's position,
+            # taken at once) and dispatched without the GIL (the shard threads and the caller's
+            # thread need it); anything else goes through fill(), one frame at a time under a
+            # stop (so that it ends where a span would).
+            pos = reader.position
             with nogil:
-                while total < max_frames:
-                    want = max_frames - total
-                    if want > BATCH:
-                        want = BATCH
-                    n = reader.fill_fast(b.frames, want, limit)
-                    if n <= 0:
-                        break
-                    total += n
-                    rc = self._dispatch(slot, n)
-                    if rc < 0:
-                        break
+                reader.span_begin(&sp, pos, limit)
+                rc = self._drain(reader, slot, &sp, max_frames, &total)
+                reader.span_take(&sp)
             if total >= max_frames or rc < 0 or reader.position >= limit:
                 break
             want = max_frames - total
@@ -2099,7 +2113,7 @@ cdef class FrameDispatch:
         """Read the plain records that start in [first boundary at or after ``at``, ``stop``)
         into ``slot`` without the GIL and without moving the reader (``exact``: a record starts
         at ``at``).  Returns the frames read; ``commit`` says whether they stand."""
-        cdef Py_ssize_t n, total = 0
+        cdef Py_ssize_t total = 0
         cdef int rc = 0
         cdef batch_t* b
         cdef size_t start
@@ -2113,14 +2127,7 @@ cdef class FrameDispatch:
                 reader.span_begin(&b.span, 0, 0)     # nothing found: commit refuses it
             else:
                 reader.span_begin(&b.span, start, stop)
-                while True:
-                    n = reader.span_fill(&b.span, b.frames, BATCH)
-                    if n <= 0:
-                        break
-                    total += n
-                    rc = self._dispatch(slot, n)
-                    if rc < 0:
-                        break
+                rc = self._drain(reader, slot, &b.span, PY_SSIZE_T_MAX, &total)
         if rc < 0:
             raise MemoryError("FrameDispatch: no memory for the events of a batch")
         return total

@@ -35,6 +35,7 @@ cdef class CaptureReader:
     cdef Py_ssize_t fill_fast(self, frame_t* frames, Py_ssize_t max_frames, size_t stop) noexcept nogil
     cdef size_t span_sync(self, size_t at, size_t limit) noexcept nogil
     cdef void span_begin(self, span_t* sp, size_t start, size_t stop) noexcept nogil
+    cdef void span_take(self, const span_t* sp) noexcept nogil
     cdef Py_ssize_t span_fill(self, span_t* sp, frame_t* frames, Py_ssize_t max_frames) noexcept nogil
     cdef bint span_complete(self, const span_t* sp) noexcept nogil
     cdef int span_commit(self, const span_t* sp, size_t start) except -1

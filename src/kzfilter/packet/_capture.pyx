@@ -644,9 +644,10 @@ cdef int _step_pcap(CaptureReader self, frame_t* f, Py_ssize_t n) except -1:
     return ST_FRAME
 
 
-cdef inline void _pcap_record(cap_state_t* st, const uint8_t* p, uint32_t caplen,
-                              frame_t* f) noexcept nogil:
-    """Take the whole, checked pcap record at p (st.pos) as frame f."""
+cdef inline bint _pcap_frame(const cap_state_t* st, const uint8_t* p, uint32_t caplen,
+                             frame_t* f) noexcept nogil:
+    """The whole, checked pcap record at p as frame f; True when its captured length exceeds the
+    snapshot length (libpcap, dpkt and Wireshark deliver such records unchanged: counted)."""
     f.ts_ns = <int64_t>(<uint64_t>rd32(p, st.be) * 1000000000ULL
                         + <uint64_t>rd32(p + 4, st.be) * (1ULL if st.nsec else 1000ULL))
     f.data = p + 16
@@ -654,9 +655,27 @@ cdef inline void _pcap_record(cap_state_t* st, const uint8_t* p, uint32_t caplen
     f.wirelen = rd32(p + 12, st.be)
     f.linktype = st.linktype
     f.iface = 0
-    if st.snaplen != 0 and caplen > st.snaplen:
-        # libpcap, dpkt and Wireshark deliver such records unchanged; count them.
-        st.over_snaplen += 1
+    return st.snaplen != 0 and caplen > st.snaplen
+
+
+cdef inline bint _epb_frame(const cap_state_t* st, const uint8_t* p, int be, uint32_t iface,
+                            uint32_t caplen, frame_t* f) noexcept nogil:
+    """The checked Enhanced (or obsolete) Packet Block at p as frame f; True when its captured
+    length exceeds its interface's snapshot length."""
+    cdef uint32_t snap = st.ifaces[iface].snaplen
+    f.ts_ns = iface_ts(&st.ifaces[iface], (<uint64_t>rd32(p + 12, be) << 32) | rd32(p + 16, be))
+    f.data = p + 28
+    f.caplen = caplen
+    f.wirelen = rd32(p + 24, be)
+    f.linktype = st.ifaces[iface].linktype
+    f.iface = <uint16_t>iface
+    return snap != 0 and caplen > snap
+
+
+cdef inline void _pcap_record(cap_state_t* st, const uint8_t* p, uint32_t caplen,
+                              frame_t* f) noexcept nogil:
+    """Take the whole, checked pcap record at p (st.pos) as frame f."""
+    st.over_snaplen += _pcap_frame(st, p, caplen, f)
     st.pos += 16 + <size_t>caplen
     st.frames += 1
     st.bytes += caplen
@@ -665,17 +684,9 @@ cdef inline void _pcap_record(cap_state_t* st, const uint8_t* p, uint32_t caplen
 
 cdef inline void _packet_block(cap_state_t* st, const uint8_t* p, int be, uint32_t iface,
                                uint32_t caplen, frame_t* f) noexcept nogil:
-    """Take the checked Enhanced (or obsolete) Packet Block at p as frame f (position and counters
-    are the caller's)."""
-    cdef uint32_t snap = st.ifaces[iface].snaplen
-    if snap != 0 and caplen > snap:
-        st.over_snaplen += 1
-    f.ts_ns = iface_ts(&st.ifaces[iface], (<uint64_t>rd32(p + 12, be) << 32) | rd32(p + 16, be))
-    f.data = p + 28
-    f.caplen = caplen
-    f.wirelen = rd32(p + 24, be)
-    f.linktype = st.ifaces[iface].linktype
-    f.iface = <uint16_t>iface
+    """Take the checked Enhanced (or obsolete) Packet Block at p as frame f (position and the
+    frame counters are the caller's)."""
+    st.over_snaplen += _epb_frame(st, p, be, iface, caplen, f)
     st.last_ts = f.ts_ns
 
 
@@ -686,21 +697,14 @@ cdef inline size_t _plain_frame(const cap_state_t* st, const uint8_t* p, size_t 
     or 0 for anything else (the checks _step_pcap and _step_pcapng make, so that a record taken
     here is taken there the same way).  ``over``: its captured length exceeds the snapshot length.
     Neither the position nor a counter moves."""
-    cdef uint32_t caplen, blen, iface, snap
+    cdef uint32_t caplen, blen, iface
     if st.fmt == FMT_PCAP:
         if room < 16:
             return 0
         caplen = rd32(p + 8, st.be)
         if caplen > MAX_CAPLEN or room - 16 < caplen:
             return 0
-        f.ts_ns = <int64_t>(<uint64_t>rd32(p, st.be) * 1000000000ULL
-                            + <uint64_t>rd32(p + 4, st.be) * (1ULL if st.nsec else 1000ULL))
-        f.data = p + 16
-        f.caplen = caplen
-        f.wirelen = rd32(p + 12, st.be)
-        f.linktype = st.linktype
-        f.iface = 0
-        over[0] = st.snaplen != 0 and caplen > st.snaplen
+        over[0] = _pcap_frame(st, p, caplen, f)
         return 16 + <size_t>caplen
     if room < 32 or rd32(p, st.be) != BT_EPB:
         return 0
@@ -712,15 +716,28 @@ cdef inline size_t _plain_frame(const cap_state_t* st, const uint8_t* p, size_t 
     caplen = rd32(p + 20, st.be)
     if iface >= st.n_ifaces or caplen > blen - 32 or caplen > MAX_CAPLEN:
         return 0
-    snap = st.ifaces[iface].snaplen
-    over[0] = snap != 0 and caplen > snap
-    f.ts_ns = iface_ts(&st.ifaces[iface], (<uint64_t>rd32(p + 12, st.be) << 32) | rd32(p + 16, st.be))
-    f.data = p + 28
-    f.caplen = caplen
-    f.wirelen = rd32(p + 24, st.be)
-    f.linktype = st.ifaces[iface].linktype
-    f.iface = <uint16_t>iface
+    over[0] = _epb_frame(st, p, st.be, iface, caplen, f)
     return blen
+
+
+cdef _append_frames(list out, const frame_t* frames, Py_ssize_t n):
+    """``(ts_ns, linktype, data, wirelen)`` of n frames onto ``out`` (iteration, test helpers)."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        out.append((frames[i].ts_ns, frames[i].linktype,
+                    PyBytes_FromStringAndSize(<const char*>frames[i].data, frames[i].caplen),
+                    frames[i].wirelen))
+
+
+cdef inline void _absorb(cap_state_t* st, const span_t* sp) noexcept nogil:
+    """Move the reader past a span that began at its position: position and counters."""
+    st.pos = sp.pos
+    st.frames += sp.frames
+    st.bytes += sp.bytes
+    st.wire_bytes += sp.wire_bytes
+    st.over_snaplen += sp.over_snaplen
+    if sp.frames and st.fmt == FMT_PCAPNG:
+        st.last_ts = sp.last_ts
 
 
 # Speculative sync (span_sync): a candidate offset is taken for a record boundary only when this
@@ -1059,33 +1076,17 @@ cdef class CaptureReader:
         return n
 
     cdef Py_ssize_t fill_fast(self, frame_t* frames, Py_ssize_t max_frames, size_t stop) noexcept nogil:
-        """fill() without the GIL for the plain case: a mapped capture whose next records are
-        whole, sane pcap records or pcapng Enhanced Packet Blocks of a known interface, read while
-        they start before offset ``stop``.  Returns the frames written; 0 means "use fill()" (end of
-        the capture, any other block, a damaged or cut record, a stream) or ``stop`` reached.
-        Counters are updated in C; the ``counters`` dict catches up at the next fill()."""
+        """fill() without the GIL for the plain records of a mapped capture that start before
+        ``stop``: a span from the reader's position, taken at once.  Returns the frames written;
+        0 means "use fill()" (any other block, damage, the end, a stream) or ``stop`` reached."""
         cdef cap_state_t* st = <cap_state_t*>self._state
-        cdef Py_ssize_t n = 0
-        cdef size_t rec
-        cdef bint over = False
-        cdef frame_t* f
+        cdef span_t sp
+        cdef Py_ssize_t n
         if st == NULL or not st.mapped or st.done or st.closed or st.fmt == 0:
             return 0
-        _release_behind(st)
-        while n < max_frames and st.pos < stop:
-            f = &frames[n]
-            rec = _plain_frame(st, st.base + st.pos, st.end - st.pos, f, &over)
-            if rec == 0:
-                break
-            st.pos += rec
-            st.frames += 1
-            st.bytes += f.caplen
-            st.wire_bytes += f.wirelen
-            st.over_snaplen += over
-            if st.fmt == FMT_PCAPNG:
-                st.last_ts = f.ts_ns
-            n += 1
-            _prefetch_ahead(st)
+        self.span_begin(&sp, st.pos, stop)
+        n = self.span_fill(&sp, frames, max_frames)
+        self.span_take(&sp)
         return n
 
     # --- spans: byte ranges of a mapped capture read by several threads (kzfilter.threaded) ----
@@ -1119,16 +1120,17 @@ cdef class CaptureReader:
         sp.generation = st.generation
 
     cdef Py_ssize_t span_fill(self, span_t* sp, frame_t* frames, Py_ssize_t max_frames) noexcept nogil:
-        """Up to ``max_frames`` plain records of the span (fill_fast's records), without touching
-        the reader's position; 0: the span reached its stop, the end, or a record only fill()
-        reads.  The caller keeps any other thread from reading sections or interfaces (fill())
-        meanwhile: the interface table is read in place."""
+        """Up to ``max_frames`` plain records of the span (whole, sane pcap records or pcapng
+        Enhanced Packet Blocks of a known interface: ``_plain_frame``), without touching the
+        reader's position; 0: the span reached its stop, the end, a record only fill() reads, or
+        the reading has ended.  The caller keeps any other thread from reading sections or
+        interfaces (fill()) meanwhile: the interface table is read in place."""
         cdef cap_state_t* st = <cap_state_t*>self._state
         cdef Py_ssize_t n = 0
         cdef size_t rec, want, upto
         cdef bint over = False
         cdef frame_t* f
-        if st == NULL or not st.mapped or st.closed or st.fmt == 0:
+        if st == NULL or not st.mapped or st.closed or st.done or st.fmt == 0:
             return 0
         while n < max_frames and sp.pos < sp.stop:
             # map and prefetch ahead of this span, as _prefetch_ahead does for the reader's own
@@ -1161,6 +1163,14 @@ cdef class CaptureReader:
             n += 1
         return n
 
+    cdef void span_take(self, const span_t* sp) noexcept nogil:
+        """Take the records of a span that began at the reader's own position as read (the
+        reader's plain records without the GIL: FrameDispatch.fill), and hand the pages behind
+        back as fill() does.  The end of the file is left for fill() to find."""
+        cdef cap_state_t* st = <cap_state_t*>self._state
+        _absorb(st, sp)
+        _release_behind(st)
+
     cdef bint span_complete(self, const span_t* sp) noexcept nogil:
         """The span read every record that starts before its stop: it reached the stop, or the
         end of the file exactly at a record boundary."""
@@ -1177,13 +1187,7 @@ cdef class CaptureReader:
         cdef int whole = self.span_complete(sp)
         if st.closed or st.done or start != st.pos or sp.generation != st.generation:
             return 0
-        st.pos = sp.pos
-        st.frames += sp.frames
-        st.bytes += sp.bytes
-        st.wire_bytes += sp.wire_bytes
-        st.over_snaplen += sp.over_snaplen
-        if sp.frames and st.fmt == FMT_PCAPNG:
-            st.last_ts = sp.last_ts
+        _absorb(st, sp)
         if st.pos == st.end:
             st.done = 1
         _sync_counters(self)
@@ -1219,23 +1223,11 @@ cdef class CaptureReader:
                 total += n
         return (sp.pos - st.pos) / total if total else 0
 
-    @property
-    def exhausted(self):
-        """True once the reader has no more frames to give (end of file, or a stop on damage)."""
-        cdef cap_state_t* st = <cap_state_t*>self._state
-        return bool(st.done)
-
-    @property
-    def size(self):
-        """Bytes of a mapped capture (0 when streamed)."""
-        cdef cap_state_t* st = <cap_state_t*>self._state
-        return st.end if st.mapped else 0
-
     def _read_fast(self):
         """Every frame, as ``__iter__`` gives them, read through fill_fast() where it applies and
         fill() elsewhere, as FrameDispatch reads: for tests that both paths agree."""
         cdef frame_t frames[64]
-        cdef Py_ssize_t k, i
+        cdef Py_ssize_t k
         out = []
         while True:
             with nogil:
@@ -1244,10 +1236,7 @@ cdef class CaptureReader:
                 k = self.fill(frames, 1)    # one frame: fill_fast takes the next record again
                 if k == 0:
                     return out
-            for i in range(k):
-                out.append((frames[i].ts_ns, frames[i].linktype,
-                            PyBytes_FromStringAndSize(<const char*>frames[i].data, frames[i].caplen),
-                            frames[i].wirelen))
+            _append_frames(out, frames, k)
 
     def _read_spans(self, size_t span, bint backwards=True):
         """Every frame, read as kzfilter.threaded reads a mapped capture: one frame (and the
@@ -1260,19 +1249,12 @@ cdef class CaptureReader:
         cdef frame_t frames[64]
         cdef span_t* sps = NULL
         cdef size_t origin, at, stop
-        cdef Py_ssize_t nb, b, k, i
+        cdef Py_ssize_t nb, b, k
         cdef int rc
         if span < 1:
             raise ValueError("span must be >= 1")
         out = []
-
-        def take(Py_ssize_t n):
-            for j in range(n):
-                out.append((frames[j].ts_ns, frames[j].linktype,
-                            PyBytes_FromStringAndSize(<const char*>frames[j].data, frames[j].caplen),
-                            frames[j].wirelen))
-
-        take(self.fill(frames, 1))
+        _append_frames(out, frames, self.fill(frames, 1))
         if st.mapped and not st.done:
             origin = st.pos
             nb = <Py_ssize_t>((st.end - origin + span - 1) // span)
@@ -1293,11 +1275,7 @@ cdef class CaptureReader:
                             k = self.span_fill(&sps[b], frames, 64)
                             if k <= 0:
                                 break
-                            for i in range(k):
-                                got[b].append((frames[i].ts_ns, frames[i].linktype,
-                                               PyBytes_FromStringAndSize(<const char*>frames[i].data,
-                                                                         frames[i].caplen),
-                                               frames[i].wirelen))
+                            _append_frames(got[b], frames, k)
                 for b in range(nb):
                     if st.done:
                         break
@@ -1312,22 +1290,21 @@ cdef class CaptureReader:
                                 k = self.fill(frames, 1)
                                 if k == 0:
                                     break
-                            take(k)
+                            _append_frames(out, frames, k)
             finally:
                 free(sps)
         while True:
             k = self.fill(frames, 64)
             if k == 0:
                 break
-            take(k)
+            _append_frames(out, frames, k)
         return out
 
     # --- Python API --------------------------------------------------------------------------
     def __iter__(self):
         """Yield ``(ts_ns, linktype, data, wirelen)`` per frame (one bytes object each)."""
         cdef cap_state_t* st = <cap_state_t*>self._state
-        cdef Py_ssize_t k, i
-        cdef frame_t* f
+        cdef Py_ssize_t k
         while True:
             st = <cap_state_t*>self._state
             if st == NULL:
@@ -1336,11 +1313,7 @@ cdef class CaptureReader:
             if k == 0:
                 return
             batch = []
-            for i in range(k):
-                f = &st.iter_frames[i]
-                batch.append((f.ts_ns, f.linktype,
-                              PyBytes_FromStringAndSize(<const char*>f.data, f.caplen),
-                              f.wirelen))
+            _append_frames(batch, st.iter_frames, k)
             yield from batch
 
     def drain(self, Py_ssize_t batch=256):
@@ -1389,6 +1362,18 @@ cdef class CaptureReader:
         """Offset of the next record in the mapped file (or in the streaming buffer)."""
         cdef cap_state_t* st = <cap_state_t*>self._state
         return st.pos
+
+    @property
+    def exhausted(self):
+        """True once the reader has no more frames to give (end of file, or a stop on damage)."""
+        cdef cap_state_t* st = <cap_state_t*>self._state
+        return bool(st.done)
+
+    @property
+    def size(self):
+        """Bytes of a mapped capture (0 when streamed)."""
+        cdef cap_state_t* st = <cap_state_t*>self._state
+        return st.end if st.mapped else 0
 
     def hold_from(self, offset):
         """Mapped captures: never hand back pages at or after ``offset`` (None: no limit).
