@@ -29,7 +29,7 @@ from kzfilter import threaded as threaded_mod
 from kzfilter.errors import CaptureError
 from kzfilter.flow._table import FlowTable, FrameDispatch
 from kzfilter.packet._capture import CaptureReader
-from kzfilter.flow.records import RecordBatch
+from kzfilter.flow.records import RECORD_DTYPE, RecordBatch
 from kzfilter.parallel import merge_sorted, parallel_batches
 from kzfilter.rules.loaders import load_rules
 from tests.conftest import DEMO, shared_path, write_synthetic_capture
@@ -373,6 +373,61 @@ def test_shards_partition_the_flows_exactly(frames, n):
     assert sum(len(s) for s in ids) == len(ref)
     pd.testing.assert_frame_equal(merge_sorted(shards).to_pandas(), ref.to_pandas())
     assert total == ref_counters
+
+
+@st.composite
+def sorted_batch(draw, captures=("a.pcap", "b.pcap", "c.pcap")):
+    """A RecordBatch sorted on (emitted_ns, flow_id) with names, ALPN, its own capture list and
+    perhaps verdicts; small key ranges so that batches share keys."""
+    keys = draw(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 40)), max_size=30, unique=True))
+    keys.sort()
+    n = len(keys)
+    arr = np.zeros(n, dtype=RECORD_DTYPE)
+    own = draw(st.lists(st.sampled_from(captures), min_size=1, max_size=3, unique=True))
+    names, alpn = bytearray(), bytearray()
+    for i, (emitted, flow_id) in enumerate(keys):
+        arr[i]["emitted_ns"], arr[i]["flow_id"] = emitted, flow_id
+        arr[i]["packets_c2s"] = draw(st.integers(0, 1 << 40))
+        arr[i]["capture_idx"] = draw(st.integers(0, len(own) - 1))
+        for arena, field in ((names, "name"), (alpn, "alpn")):
+            value = draw(st.binary(max_size=12))
+            arr[i][field + "_off"], arr[i][field + "_len"] = len(arena), len(value)
+            arena += value
+    batch = RecordBatch(arr, bytes(names), bytes(alpn), own)
+    if n and draw(st.booleans()):
+        actions = draw(st.lists(st.sampled_from(["block", "allow", None]), min_size=n, max_size=n))
+        batch.set_verdicts(actions, lists=[("list-%d" % i,) for i in range(n)])
+    return batch
+
+
+def _merge_model(batches):
+    """The plain model: concatenate, then a stable sort on (emitted_ns, flow_id)."""
+    both = RecordBatch.concat(batches)
+    return both.take(np.lexsort((both.array["flow_id"], both.array["emitted_ns"])))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(sorted_batch(), min_size=1, max_size=5))
+def test_merge_is_a_stable_sort_of_the_concatenation(batches):
+    merged = RecordBatch.merge(batches)
+    model = _merge_model(batches)
+    pd.testing.assert_frame_equal(merged.to_pandas(), model.to_pandas())
+    # the arenas are packed in record order, as names_packed() assumes
+    for field, arena in (("name", merged._names), ("alpn", merged._alpn)):
+        arr = merged.array
+        assert (arr[f"{field}_off"] == np.cumsum(arr[f"{field}_len"]) - arr[f"{field}_len"]).all()
+        assert len(arena) == int(arr[f"{field}_len"].sum())
+    assert merged.names_packed()[0] == model.names_packed()[0]
+    assert merge_sorted(batches).to_pandas().equals(merged.to_pandas())
+
+
+def test_merge_refuses_offsets_outside_a_batch():
+    arr = np.zeros(2, dtype=RECORD_DTYPE)
+    arr["flow_id"] = [1, 2]
+    arr["name_len"] = [3, 5]
+    arr["name_off"] = [0, 3]                      # the arena holds 6 bytes, not 8
+    with pytest.raises(ValueError, match="batch 1"):
+        RecordBatch.merge([RecordBatch(np.zeros(0, RECORD_DTYPE)), RecordBatch(arr, b"abcdef")])
 
 
 def test_dns_answer_from_another_shard():

@@ -40,8 +40,6 @@ import shutil
 import tempfile
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-import numpy as np
-
 from .flow.records import RecordBatch
 
 if TYPE_CHECKING:
@@ -66,10 +64,7 @@ def merge_sorted(batches: Sequence[RecordBatch]) -> RecordBatch:
         return RecordBatch()
     if len(batches) == 1:
         return batches[0]
-    both = RecordBatch.concat(batches)
-    arr = both.array
-    # lexsort is stable and flow_id is unique within a capture, so the order is total.
-    return both.take(np.lexsort((arr["flow_id"], arr["emitted_ns"])))
+    return RecordBatch.merge(batches)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -67,7 +67,10 @@ class _Run:
     about BATCH_FRAMES records of the mean length seen so far (``_new_bounds``): a batch holds
     the records that start in its range.  Units:
 
-    * *serial* (first): read batch b on from where batch b - 1 ended, through the reader
+    * *finish* a chunk (first): merge its N record batches (``RecordBatch.merge``, in C) and
+      apply the verdicts (``finish``); chunks start finishing in order and several may finish at
+      once (the caller takes them in order);
+    * *serial*: read batch b on from where batch b - 1 ended, through the reader
       (``FrameDispatch.fill``), when its span could not be taken whole (a block only the reader
       parses, damage, a wrong guess); alone: no span runs meanwhile (the reader's interface table
       may change);
@@ -77,9 +80,7 @@ class _Run:
       ended.  One thread reads before anything else; the others read when nothing else is ready,
       so reading is never the serial part (each thread reads beside the others rather than wait);
     * *apply* a committed batch to shard k (shard k's batches in order, one thread at a time per
-      shard);
-    * *finish* a chunk (merge its N record batches and apply the verdicts: ``finish``, chunks in
-      order).
+      shard).
 
     Each thread takes whatever unit is ready, so N threads keep N cores busy whatever the balance
     of the work, and the caller's thread only hands the finished chunks on.
@@ -118,8 +119,8 @@ class _Run:
         self.taken_position = 0                     # offset after the chunks taken so far
         self.shard_chunks = [0] * n                 # chunks shard k has handed over
         self.parts: dict[int, list[Any]] = {}       # chunk -> its N record batches
-        self.finishing = False
-        self.next_finish = 0                        # the next chunk to finish
+        self.next_finish = 0                        # the next chunk to start finishing
+        self.chunks_finished = 0                    # chunks whose finish has returned
         self.finished: dict[int, Any] = {}          # chunk -> finish()'s result, for the caller
         self.chunks_total: int | None = None        # known once every shard has applied the last
         self.stopping = False
@@ -157,8 +158,17 @@ class _Run:
         starts = [self.start[s] for s in range(SLOTS) if s not in self.free]
         self.reader.hold_from(min(starts) if starts else None)
 
+    def _finish_ready(self) -> bool:
+        """Every shard has handed over its records of chunk next_finish."""
+        parts = self.parts.get(self.next_finish)
+        return parts is not None and all(p is not None for p in parts)
+
     def _pick(self) -> tuple[str, int] | None:
         """The next unit to run, or None when none is ready."""
+        if self._finish_ready():
+            # first: it hands a chunk on to the caller (who may then let reading go on) and
+            # frees its records; finishes of successive chunks may run at once
+            return ("finish", self.next_finish)
         redo = self.read.get(self.next_commit)
         can_read = False
         if redo is not None and redo != 0:
@@ -177,15 +187,12 @@ class _Run:
                     best = k
         if best is not None:
             return ("apply", best)
-        parts = self.parts.get(self.next_finish)
-        if not self.finishing and parts is not None and all(p is not None for p in parts):
-            return ("finish", self.next_finish)
         if can_read:
             return ("span", self.next_read)     # nothing else to do: read beside the reader
         return None
 
     def _all_done(self) -> bool:
-        return self.chunks_total is not None and self.next_finish >= self.chunks_total
+        return self.chunks_total is not None and self.chunks_finished >= self.chunks_total
 
     def _committed(self, slot: int) -> None:
         """Batch next_commit (in ``slot``) is committed: hand it to the shards."""
@@ -264,7 +271,7 @@ class _Run:
                         self.busy[arg] = True
                         slot, end_chunk, last = self.filled[self.next_for[arg] - self.base]
                     else:
-                        self.finishing = True
+                        self.next_finish += 1
                         parts = self.parts.pop(arg)
                 if kind == "span":
                     self.dispatch.read_span(self.reader, slot, at, stop, exact)
@@ -300,8 +307,7 @@ class _Run:
                     out = self.finish(parts)
                     with self.cond:
                         self.finished[arg] = out
-                        self.next_finish += 1
-                        self.finishing = False
+                        self.chunks_finished += 1
                         self.cond.notify_all()
                         self.ready.notify_all()
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread

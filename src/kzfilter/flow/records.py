@@ -260,6 +260,26 @@ class RecordBatch:
                 out._verdicts[key] = np.concatenate([b._verdict_array(key) for b in batches])
         return out
 
+    @classmethod
+    def merge(cls, batches: Iterable["RecordBatch"]) -> "RecordBatch":
+        """Merge batches each sorted on (emitted_ns, flow_id) into one sorted batch (equal keys
+        keep the batches' order); arenas packed in record order, verdicts kept.  One pass in C:
+        the records of a capture split over flow-table shards."""
+        from ._merge import merge_records
+
+        batches = list(batches)
+        captures: list[str] = []
+        remaps = [np.array([_index_of(captures, c) for c in b._captures], dtype=np.uint16)
+                  for b in batches]
+        raw, names, alpn, order = merge_records([_raw(b._arr) for b in batches],
+                                                [b._names for b in batches],
+                                                [b._alpn for b in batches], remaps)
+        out = cls(raw.view(RECORD_DTYPE), names, alpn, captures or [""])
+        for key in _VERDICT_FIELDS:
+            if any(key in b._verdicts for b in batches):
+                out._verdicts[key] = np.concatenate([b._verdict_array(key) for b in batches])[order]
+        return out
+
     def take(self, order: np.ndarray) -> "RecordBatch":
         """A new batch with the records at positions ``order`` (arenas repacked, verdicts kept)."""
         arr = _raw(self._arr)[order].view(RECORD_DTYPE)

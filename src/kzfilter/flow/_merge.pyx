@@ -1,0 +1,120 @@
+# cython: language_level=3
+"""Merge record batches that are each sorted on (emitted_ns, flow_id): one pass in C.
+
+A capture split over N flow-table shards (kzfilter.threaded, kzfilter.parallel) hands over N
+sorted batches per chunk of frames, and the records of one worker are their merge.  Concatenating,
+sorting again and gathering with numpy cost ~0.1 us per record and more in byte-by-byte name
+gathers: on 2M frames of real traffic, ~5% of the whole classification.  Here the N heads are
+compared and each record is copied once, with its name and ALPN bytes, without the GIL.
+"""
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
+from libc.string cimport memcpy
+
+import numpy as np
+
+from kzfilter.flow._table cimport rec_t
+
+
+cdef inline bint _before(const rec_t* a, const rec_t* b) noexcept nogil:
+    return a.emitted_ns < b.emitted_ns or (a.emitted_ns == b.emitted_ns and a.flow_id < b.flow_id)
+
+
+def merge_records(list arrays, list names, list alpns, list remaps):
+    """Merge ``arrays[k]`` (raw record bytes, each sorted on (emitted_ns, flow_id)) into one.
+
+    ``names[k]``/``alpns[k]`` are the byte arenas batch k's ``name_off``/``alpn_off`` point
+    into, ``remaps[k]`` (uint16) maps its ``capture_idx`` to the merged capture list.  Equal keys
+    keep the batches' order (as a stable sort of their concatenation would).  Returns
+    ``(records as bytes-per-record uint8 array, names, alpn, order)``: the merged arenas are packed
+    in record order, and ``order[i]`` is the position of merged record i in the concatenation.
+    """
+    cdef Py_ssize_t nb = len(arrays), k, i, total = 0, best
+    cdef size_t rs = sizeof(rec_t)
+    if not (len(names) == len(alpns) == len(remaps) == nb):
+        raise ValueError("merge_records needs one names, alpn and remap per array")
+    cdef list keep = []                   # the buffers the pointers below point into
+    heads = np.zeros(nb, dtype=np.int64)
+    lens = np.zeros(nb, dtype=np.int64)
+    starts = np.zeros(nb, dtype=np.int64)
+    cdef int64_t[::1] head = heads, ln = lens, start = starts
+    cdef size_t name_total = 0, alpn_total = 0
+    ptrs = np.zeros((4, nb), dtype=np.uintp)   # records, names, alpn, remap
+    cdef size_t[:, ::1] p = ptrs
+    arena_lens = np.zeros((3, nb), dtype=np.int64)   # names, alpn, remap entries
+    cdef int64_t[:, ::1] al = arena_lens
+    cdef const uint8_t[::1] rec_view
+    cdef const uint8_t[::1] bytes_view
+    cdef const uint16_t[::1] remap_view
+    for k in range(nb):
+        raw = np.ascontiguousarray(arrays[k]).view(np.uint8).reshape(-1)
+        if raw.shape[0] % rs:
+            raise ValueError(f"batch {k}: {raw.shape[0]} bytes is not a whole number of records")
+        keep.append(raw)
+        ln[k] = raw.shape[0] // rs
+        start[k] = total
+        total += ln[k]
+        if ln[k]:
+            rec_view = raw
+            p[0, k] = <size_t>&rec_view[0]
+        for j, arena in enumerate((names[k], alpns[k])):
+            arena = bytes(arena)
+            keep.append(arena)
+            al[j, k] = len(arena)
+            if len(arena):
+                bytes_view = arena
+                p[1 + j, k] = <size_t>&bytes_view[0]
+        remap = np.ascontiguousarray(remaps[k], dtype=np.uint16)
+        keep.append(remap)
+        al[2, k] = remap.shape[0]
+        if remap.shape[0]:
+            remap_view = remap
+            p[3, k] = <size_t>&remap_view[0]
+        name_total += al[0, k]
+        alpn_total += al[1, k]
+    if name_total >= 1 << 32 or alpn_total >= 1 << 32:
+        raise ValueError("merge_records: the merged names would exceed 4 GiB (uint32 offsets)")
+    out = np.empty(total * rs, dtype=np.uint8)
+    out_names = np.empty(max(<Py_ssize_t>name_total, 1), dtype=np.uint8)
+    out_alpn = np.empty(max(<Py_ssize_t>alpn_total, 1), dtype=np.uint8)
+    order = np.empty(total, dtype=np.int64)
+    cdef uint8_t[::1] ov = out, onv = out_names, oav = out_alpn
+    cdef int64_t[::1] order_v = order
+    cdef rec_t* dst = <rec_t*>&ov[0] if total else NULL
+    cdef const rec_t* src
+    cdef const rec_t* cand
+    cdef size_t name_at = 0, alpn_at = 0
+    cdef int bad = 0
+    cdef Py_ssize_t bad_batch = -1
+    with nogil:
+        for i in range(total):
+            best = -1
+            src = NULL
+            for k in range(nb):
+                if head[k] < ln[k]:
+                    cand = (<const rec_t*>p[0, k]) + head[k]
+                    if best < 0 or _before(cand, src):
+                        best = k
+                        src = cand
+            memcpy(&dst[i], src, rs)
+            order_v[i] = start[best] + head[best]
+            head[best] += 1
+            # the name and ALPN bytes, packed in record order; offsets checked against the arena
+            if <int64_t>src.name_off + src.name_len > al[0, best] or \
+                    <int64_t>src.alpn_off + src.alpn_len > al[1, best] or \
+                    src.capture_idx >= al[2, best]:
+                bad = 1
+                bad_batch = best
+                break
+            if src.name_len:
+                memcpy(&onv[name_at], <const uint8_t*>p[1, best] + src.name_off, src.name_len)
+            dst[i].name_off = <uint32_t>name_at
+            name_at += src.name_len
+            if src.alpn_len:
+                memcpy(&oav[alpn_at], <const uint8_t*>p[2, best] + src.alpn_off, src.alpn_len)
+            dst[i].alpn_off = <uint32_t>alpn_at
+            alpn_at += src.alpn_len
+            dst[i].capture_idx = (<const uint16_t*>p[3, best])[src.capture_idx]
+    if bad:
+        raise ValueError(f"batch {bad_batch}: a record's name, ALPN or capture index lies outside "
+                         "its batch")
+    return out, out_names[:name_at].tobytes(), out_alpn[:alpn_at].tobytes(), order
