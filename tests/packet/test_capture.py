@@ -923,6 +923,36 @@ def test_hold_from_keeps_pages_mapped(tmp_path: Path) -> None:
     assert rss[None] < 0.5 * size_kb         # the first 32 MiB handed back
 
 
+def _mapping_start(path: Path) -> int:
+    with open("/proc/self/smaps") as fh:
+        for line in fh:
+            head = line.split()
+            if head and "-" in head[0] and line.rstrip().endswith(str(path)):
+                return int(head[0].split("-")[0], 16)
+    raise AssertionError(f"{path} is not mapped")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="needs Linux /proc/self/smaps")
+def test_pages_are_handed_back_in_whole_2mib_ranges(tmp_path: Path) -> None:
+    # Unmapping part of a 2 MiB range that the kernel maps with one entry (a file cached in large
+    # folios) would split it into 512 page entries: the release ends at a 2 MiB boundary at or
+    # below the held offset, never above it.
+    p = tmp_path / "big.pcap"
+    p.write_bytes(pcap_bytes([(i, 0, bytes(1500), 1500) for i in range(30_000)]))   # 45.5 MB
+    size = p.stat().st_size
+    hold = (21 << 20) + 40960 + 100           # below the first release point (32 MiB)
+    with CaptureReader(p) as r:
+        r.hold_from(hold)
+        assert r.drain() == 30_000
+        base = _mapping_start(p)
+        released = (base + hold) // (2 << 20) * (2 << 20) - base
+        resident = _mapping_rss_kb(p) * 1024
+    assert released % 4096 == 0 and hold - (2 << 20) < released <= hold
+    page = os.sysconf("SC_PAGE_SIZE")
+    # everything from the release boundary on stays mapped (within a page of rounding)
+    assert size - released - page <= resident <= size - released + page, (resident, released)
+
+
 def test_spans_of_real_captures_give_the_plain_read() -> None:
     # Every nDPI capture (pcap and pcapng, many link types, odd blocks) read in spans of several
     # sizes, last span first: the frames and counters of the plain read.

@@ -137,6 +137,7 @@ cdef enum:
     POPULATE_BYTES = 1 << 20   # page tables of a mapped capture are filled this much at a time
     PREFETCH_BYTES = 16384   # how far ahead of the read position a mapped capture is prefetched
     RELEASE_BYTES = 32 << 20
+    RELEASE_ALIGN = 2 << 20    # PMD size on x86-64 and arm64 (4 KiB pages); a multiple of pages
 
 
 cdef inline uint16_t rd16(const uint8_t* p, int be) noexcept nogil:
@@ -583,8 +584,10 @@ cdef inline void _release_behind(cap_state_t* st) noexcept nogil:
     upto = st.pos
     if st.hold_set and st.hold < upto:
         upto = st.hold
-    upto = (upto // st.page) * st.page
-    if upto > st.released:
+    # whole 2 MiB ranges only: a file cached in 2 MiB folios is mapped by PMD entries, and
+    # unmapping part of one splits it into 512 page entries (re-faulted one page at a time)
+    upto = (<size_t>(st.base + upto) // RELEASE_ALIGN) * RELEASE_ALIGN - <size_t>st.base
+    if upto > st.released and upto <= st.pos:
         _release(<void*>(st.base + st.released), upto - st.released)
         st.released = upto
 
