@@ -1,16 +1,21 @@
 #!/usr/bin/env python3
 """Scaling of ``clf.classify(paths, workers=N)`` on one machine: throughput, efficiency, memory.
 
-Two workloads, built by ``tools/gen_captures.py synthetic`` into ``bench-data/scale/``
-(git-ignored; ``--generate`` writes them):
+Synthetic captures are built by ``tools/gen_captures.py synthetic`` into ``bench-data/scale/``
+(git-ignored; ``--generate`` writes them), real ones by ``benchmarks/make_workloads.py``:
 
 * **many files**: ``many-*.pcap`` (24 x 125k packets, 3.6 GB): one file per task.
-* **one large file**: ``large-600k.pcap`` (and ``large-300k.pcap`` for the memory comparison):
-  the capture is split by flow, both ways: ``threads`` (the default: read once, N threads share
-  reading and the N flow-table shards) and ``processes`` (``KZFILTER_SPLIT=processes``: N
-  processes each read the whole capture and keep their shard).
-* **real capture**: ``bench-data/real.pcap`` (2M frames of the nDPI captures' traffic, built by
-  ``benchmarks/make_workloads.py``), split by flow the same two ways, when it exists.
+* **one large file**: ``large-2400k.pcap`` (2.4M packets, 2.9 GB): the capture is split by flow,
+  both ways: ``threads`` (the default: read once, N threads share reading and the N flow-table
+  shards) and ``processes`` (``KZFILTER_SPLIT=processes``: N processes each read the whole capture
+  and keep their shard).
+* **real capture**: ``bench-data/real-8m/real.pcap`` (8M frames of the nDPI captures' traffic,
+  3.3 GB: ``make_workloads.py --only real --real-packets 8000000 --out bench-data/real-8m``), split
+  the same two ways, when it exists.
+* shorter captures, where the fixed costs of a split (starting the threads, the memory of the
+  batches in flight, the last chunk's merge) weigh more: ``large-600k.pcap`` (735 MB),
+  ``large-300k.pcap`` (364 MB) and the 2M-frame ``bench-data/real.pcap`` of the classify
+  benchmark (820 MB).  The three synthetic sizes also show that memory is flat in capture size.
 
 Each configuration runs in a fresh Python process, so peak RSS is clean: the parent's
 ``ru_maxrss`` (RUSAGE_SELF) and the largest worker's (RUSAGE_CHILDREN).  Those include the pages of
@@ -50,13 +55,16 @@ DEMO_RULES = [str(REPO / "pcaps" / n) for n in ("demo-blocklist.csv", "demo-vpn.
 MANY_FILES = 24   # 3.6 GB: a run long enough (~2 s) that starting the workers (~0.1 s) is not the story
 WORKLOADS = {
     "many files": lambda d: [str(d / f"many-{i}.pcap") for i in range(MANY_FILES)],
-    "one large file": lambda d: [str(d / "large-600k.pcap")],
-    "real capture": lambda d: [str(d.parent / "real.pcap")],
+    "one large file": lambda d: [str(d / "large-2400k.pcap")],
+    "real capture": lambda d: [str(d.parent / "real-8m" / "real.pcap")],
+    "600k packets": lambda d: [str(d / "large-600k.pcap")],
+    "real, 2M frames": lambda d: [str(d.parent / "real.pcap")],
     "300k packets": lambda d: [str(d / "large-300k.pcap")],
 }
 SPLITS = ("threads", "processes")   # how a capture is split when workers outnumber captures
 # Workloads that only feed the memory comparison (one capture at growing sizes).
-MEMORY_SIZES = (("300k packets", "300k packets"), ("one large file", "600k packets"))
+MEMORY_SIZES = (("300k packets", "300k packets"), ("600k packets", "600k packets"),
+                ("one large file", "2.4M packets"))
 
 _CHILD = r"""
 import json, multiprocessing, os, resource, sys, threading, time
@@ -110,7 +118,8 @@ def generate(data: Path) -> None:
     import gen_captures as gc
 
     data.mkdir(parents=True, exist_ok=True)
-    jobs = [("large-300k.pcap", 300_000, 2000, gc.SEED), ("large-600k.pcap", 600_000, 2000, gc.SEED)]
+    jobs = [("large-300k.pcap", 300_000, 2000, gc.SEED), ("large-600k.pcap", 600_000, 2000, gc.SEED),
+            ("large-2400k.pcap", 2_400_000, 2000, gc.SEED)]
     jobs += [(f"many-{i}.pcap", 125_000, 1000, 1000 + i) for i in range(MANY_FILES)]
     for name, packets, concurrent, seed in jobs:
         if not (data / name).exists():

@@ -534,6 +534,13 @@ cdef inline bint _is_dns_datagram(const packet_t* p) noexcept nogil:
     return p.l4proto == 17 and p.payload_len and (_is_dns_port(p.sport) or _is_dns_port(p.dport))
 
 
+cdef inline bint _may_feed_assoc(const packet_t* p) noexcept nogil:
+    """A DNS datagram that another shard's _dns_datagram can learn from: a response (QR set) of
+    at least a DNS header.  Queries and shorter payloads store nothing there (dns_message reads
+    is_response only past the 12-byte header), so they are not copied to the other shards."""
+    return _is_dns_datagram(p) and p.payload_len >= 12 and (p.payload[2] & 0x80) != 0
+
+
 cdef inline int _dissect_flow(const uint8_t* data, uint32_t caplen, uint32_t linktype,
                               packet_t* p) noexcept nogil:
     """dissect() for the flow table: DS_OK for every frame of a flow (a transport without ports,
@@ -2023,7 +2030,7 @@ cdef class FrameDispatch:
             if it == NULL:
                 return -1
             it.h = h
-            if self.dns_assoc and _is_dns_datagram(p):
+            if self.dns_assoc and _may_feed_assoc(p):
                 for k in range(self.nshards):
                     if k != owner and self._push_frame(base + k, IT_DNS, fr, p, frame,
                                                        b.run_max) == NULL:
