@@ -49,6 +49,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _pagecache import as_read_from_disk  # noqa: E402
 DATA = REPO / "bench-data" / "scale"
 DEMO_RULES = [str(REPO / "pcaps" / n) for n in ("demo-blocklist.csv", "demo-vpn.netset", "demo-exceptions.txt")]
 
@@ -124,27 +126,6 @@ def generate(data: Path) -> None:
     for name, packets, concurrent, seed in jobs:
         if not (data / name).exists():
             gc.write_synthetic(str(data / name), packets, concurrent=concurrent, seed=seed)
-
-
-def as_read_from_disk(paths: list[str]) -> None:
-    """Put the captures in the page cache as a capture read from disk is: drop their cached
-    pages, then read each once in order.
-
-    A capture just written (``--generate``) is cached in 4 KiB pages; read from disk, Linux 6.x
-    on ext4/xfs caches it in large folios that map with one 2 MiB entry.  Mapping and unmapping
-    a 735 MB capture page by page was ~45% of one worker's CPU time on this VM (0.22 s against
-    0.13 s for the same run).  Users' captures come from disk, so the runs measure that state.
-    """
-    for p in paths:
-        fd = os.open(p, os.O_RDONLY)
-        try:
-            os.fsync(fd)                                  # dirty pages cannot be dropped
-            if hasattr(os, "posix_fadvise"):
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            while os.read(fd, 8 << 20):
-                pass
-        finally:
-            os.close(fd)
 
 
 def run_one(rules: list[str], paths: list[str], workers: int, split: str | None = None) -> dict:
@@ -413,8 +394,6 @@ except ImportError:  # pragma: no cover
     pytest = None
 
 if pytest is not None:
-    _PREPARED: set[str] = set()     # workloads whose captures were put in the page cache as from disk
-
     @pytest.mark.parametrize("workers, split", [(1, None), (2, "threads"), (2, "processes")])
     @pytest.mark.parametrize("workload", ["many files", "one large file", "real capture"])
     def test_scale(benchmark, workload, workers, split):
@@ -425,9 +404,7 @@ if pytest is not None:
         if split == "processes" and len(paths) >= workers:
             pytest.skip("one file per task: nothing is split")
         benchmark.group = f"scale: {workload}"
-        if workload not in _PREPARED:
-            as_read_from_disk(paths)
-            _PREPARED.add(workload)
+        as_read_from_disk(paths, once=True)
         holder = {}
 
         def once():

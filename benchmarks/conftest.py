@@ -23,6 +23,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _pagecache import as_read_from_disk  # noqa: E402
 
 BENCH_DATA = Path(os.environ.get("KZ_BENCH_DATA", REPO / "bench-data"))
 SHARED = Path(os.environ.get("KZFILTER_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -43,6 +44,7 @@ def workload_path(name: str) -> Path:
     path = BENCH_DATA / f"{name}.pcap"
     if not path.exists():
         pytest.skip(f"workload {path} missing: run 'python benchmarks/make_workloads.py --only {name}'")
+    as_read_from_disk([str(path)], once=True)      # cached as a capture read from disk is
     return path
 
 
@@ -71,6 +73,7 @@ def prefix_path(name: str, path: Path, frames: int) -> tuple[Path, int]:
         subprocess.run(["editcap", "-r", str(path), str(tmp), f"1-{frames}"], check=True,
                        capture_output=True)
         tmp.replace(out)
+    as_read_from_disk([str(out)], once=True)
     with CaptureReader(str(out)) as reader:
         return out, int(reader.drain())
 
