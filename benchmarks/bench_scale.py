@@ -378,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = measure(args.rules, data, workers, args.repeat)
     large = WORKLOADS["one large file"](data)[0]
     if Path(large).exists():
+        as_read_from_disk([large])
         rows += reading_alone(large, workers, args.repeat)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
@@ -420,6 +421,7 @@ if pytest is not None:
         if not Path(path).exists():
             pytest.skip(f"no captures in {DATA}: python benchmarks/bench_scale.py --generate")
         benchmark.group = "scale: reading one capture alone"
+        as_read_from_disk([path], once=True)
         holder = {}
 
         def once():
