@@ -216,9 +216,10 @@ cdef inline uint32_t _flow_hash(const uint8_t* a, uint32_t pa, const uint8_t* b,
 
 
 cdef inline uint32_t _shard_of(uint32_t h, uint32_t shard_count) noexcept nogil:
-    # Re-mixed so the shard does not correlate with the low bits the flow index uses; h is
-    # symmetric, so both directions of a flow fall to the same shard.
-    return <uint32_t>(((_fmix(<uint64_t>h ^ <uint64_t>0x2545f4914f6cdd1d) >> 32) * shard_count) >> 32)
+    # The high bits of h (a fmix64 output: every bit depends on every input bit), so the shard
+    # does not correlate with the low bits the flow index uses; h is symmetric, so both
+    # directions of a flow fall to the same shard.
+    return <uint32_t>((<uint64_t>h * shard_count) >> 32)
 
 
 cdef inline uint32_t _pair_hash(const uint8_t* a, const uint8_t* b) noexcept nogil:
