@@ -538,7 +538,8 @@ cdef inline bint _is_dns_datagram(const packet_t* p) noexcept nogil:
 cdef inline bint _may_feed_assoc(const packet_t* p) noexcept nogil:
     """A DNS datagram that another shard's _dns_datagram can learn from: a response (QR set) of
     at least a DNS header.  Queries and shorter payloads store nothing there (dns_message reads
-    is_response only past the 12-byte header), so they are not copied to the other shards."""
+    is_response only past the 12-byte header), so another shard neither parses them (a sharded
+    table) nor receives them (FrameDispatch)."""
     return _is_dns_datagram(p) and p.payload_len >= 12 and (p.payload[2] & 0x80) != 0
 
 
@@ -1499,7 +1500,7 @@ cdef class FlowTable:
         if self.shard_count > 1 and _shard_of(h, self.shard_count) != self.shard_index:
             # Another shard's flow.  Its DNS answers still feed our association table: a flow of
             # ours may be named by them.
-            if self.dns_assoc and _is_dns_datagram(p):
+            if self.dns_assoc and _may_feed_assoc(p):
                 self._dns_datagram(ts)
             return 0
         return self._owned(h, ts, wirelen)
@@ -1703,9 +1704,7 @@ cdef class FlowTable:
         if dispatch.nshards != self.shard_count:
             raise ValueError(f"dispatch has {dispatch.nshards} shards, this table is one of "
                              f"{self.shard_count}")
-        if not 0 <= slot < <int>dispatch.nslots:
-            raise IndexError(f"slot {slot} out of range")
-        b = &dispatch.batches[slot]
+        b = dispatch._batch(slot)
         if not b.committed:
             raise ValueError(f"slot {slot} holds no committed batch")
         items = dispatch.items[slot * dispatch.nshards + self.shard_index]
@@ -2056,11 +2055,17 @@ cdef class FrameDispatch:
                 return -1
         return 0
 
-    cdef _check(self, CaptureReader reader, int slot):
+    cdef batch_t* _batch(self, int slot) except NULL:
+        """The batch in ``slot``, or IndexError."""
         if not 0 <= slot < <int>self.nslots:
             raise IndexError(f"slot {slot} out of range")
+        return &self.batches[slot]
+
+    cdef batch_t* _check(self, CaptureReader reader, int slot) except NULL:
+        """The batch in ``slot`` that ``reader`` is to fill or commit."""
         if not reader.mapped:
             raise ValueError("FrameDispatch needs a mapped capture (an uncompressed file)")
+        return self._batch(slot)
 
     cdef void _commit(self, uint32_t slot) noexcept nogil:
         cdef batch_t* b = &self.batches[slot]
@@ -2081,8 +2086,7 @@ cdef class FrameDispatch:
         cdef int rc = 0
         cdef batch_t* b
         cdef span_t sp
-        self._check(reader, slot)
-        b = &self.batches[slot]
+        b = self._check(reader, slot)
         if not append:
             self._reset(slot)
             b.start = reader.position
@@ -2125,8 +2129,7 @@ cdef class FrameDispatch:
         cdef int rc = 0
         cdef batch_t* b
         cdef size_t start
-        self._check(reader, slot)
-        b = &self.batches[slot]
+        b = self._check(reader, slot)
         with nogil:
             self._reset(slot)
             start = at if exact else reader.span_sync(at, stop)
@@ -2148,8 +2151,7 @@ cdef class FrameDispatch:
         taken, read the batch again with ``fill``."""
         cdef batch_t* b
         cdef int rc
-        self._check(reader, slot)
-        b = &self.batches[slot]
+        b = self._check(reader, slot)
         if b.committed:
             raise ValueError(f"slot {slot} is already committed")
         if b.start == <size_t>-1:
@@ -2159,17 +2161,9 @@ cdef class FrameDispatch:
             self._commit(slot)
         return rc
 
-    def span_end(self, int slot):
-        """Offset after the last record read into ``slot`` by read_span (its stop or beyond)."""
-        if not 0 <= slot < <int>self.nslots:
-            raise IndexError(f"slot {slot} out of range")
-        return self.batches[slot].span.pos
-
     def frames_in(self, int slot):
         """Frames read into ``slot``."""
-        if not 0 <= slot < <int>self.nslots:
-            raise IndexError(f"slot {slot} out of range")
-        return self.batches[slot].nframes
+        return self._batch(slot).nframes
 
     @property
     def frames_read(self):

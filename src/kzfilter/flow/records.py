@@ -241,23 +241,20 @@ class RecordBatch:
             return cls()
         if len(batches) == 1:
             return batches[0]
-        captures: list[str] = []
+        captures, remaps = _capture_remaps(batches)
         arr = np.concatenate([_raw(b._arr) for b in batches]).view(RECORD_DTYPE)   # one copy
         start = name_base = alpn_base = 0
-        for b in batches:
+        for b, remap in zip(batches, remaps):
             part = arr[start:start + len(b)]   # a view: the offsets are rebased in place
             part["name_off"] += name_base
             part["alpn_off"] += alpn_base
-            remap = np.array([_index_of(captures, c) for c in b._captures], dtype=np.uint16)
             part["capture_idx"] = remap[part["capture_idx"]]
             start += len(b)
             name_base += len(b._names)
             alpn_base += len(b._alpn)
         out = cls(arr, b"".join(b._names for b in batches), b"".join(b._alpn for b in batches),
                   captures or [""])
-        for key in _VERDICT_FIELDS:
-            if any(key in b._verdicts for b in batches):
-                out._verdicts[key] = np.concatenate([b._verdict_array(key) for b in batches])
+        out._verdicts = _joined_verdicts(batches)
         return out
 
     @classmethod
@@ -268,16 +265,12 @@ class RecordBatch:
         from ._merge import merge_records
 
         batches = list(batches)
-        captures: list[str] = []
-        remaps = [np.array([_index_of(captures, c) for c in b._captures], dtype=np.uint16)
-                  for b in batches]
+        captures, remaps = _capture_remaps(batches)
         raw, names, alpn, order = merge_records([_raw(b._arr) for b in batches],
                                                 [b._names for b in batches],
                                                 [b._alpn for b in batches], remaps)
         out = cls(raw.view(RECORD_DTYPE), names, alpn, captures or [""])
-        for key in _VERDICT_FIELDS:
-            if any(key in b._verdicts for b in batches):
-                out._verdicts[key] = np.concatenate([b._verdict_array(key) for b in batches])[order]
+        out._verdicts = {key: values[order] for key, values in _joined_verdicts(batches).items()}
         return out
 
     def take(self, order: np.ndarray) -> "RecordBatch":
@@ -452,6 +445,20 @@ def _gather(arena: bytes, offs: np.ndarray, lens: np.ndarray) -> tuple[bytes, np
     src = np.frombuffer(arena, dtype=np.uint8)
     idx = np.repeat(offs.astype(np.int64) - new_off, lens) + np.arange(total, dtype=np.int64)
     return src[idx].tobytes(), new_off.astype(np.uint32)
+
+
+def _capture_remaps(batches: list["RecordBatch"]) -> tuple[list[str], list[np.ndarray]]:
+    """The capture names of all batches, and per batch its capture_idx -> index in them."""
+    captures: list[str] = []
+    remaps = [np.array([_index_of(captures, c) for c in b._captures], dtype=np.uint16)
+              for b in batches]
+    return captures, remaps
+
+
+def _joined_verdicts(batches: list["RecordBatch"]) -> dict[str, np.ndarray]:
+    """Each verdict column any batch has, the batches' columns one after the other."""
+    return {key: np.concatenate([b._verdict_array(key) for b in batches])
+            for key in _VERDICT_FIELDS if any(key in b._verdicts for b in batches)}
 
 
 def _index_of(items: list[str], item: str) -> int:

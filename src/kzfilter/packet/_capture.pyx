@@ -592,8 +592,10 @@ cdef inline void _release_behind(cap_state_t* st) noexcept nogil:
         st.released = upto
 
 
-cdef inline void _prefetch_ahead(cap_state_t* st) noexcept nogil:
-    """Map and prefetch the next bytes of a mapped capture, ahead of the read position.
+cdef inline void _map_ahead(const cap_state_t* st, size_t pos, size_t* populated,
+                            size_t* ahead) noexcept nogil:
+    """Map and prefetch the next bytes of a mapped capture, ahead of a read position ``pos`` (the
+    reader's own, or a span's); ``populated`` and ``ahead`` are that cursor's marks.
 
     Each record header gives the length of its record, hence the place of the next header: read
     cold, the headers are a chain of dependent DRAM misses (measured: 95% of fill()'s time and a
@@ -603,23 +605,26 @@ cdef inline void _prefetch_ahead(cap_state_t* st) noexcept nogil:
     lines of the next PREFETCH_BYTES are requested in order.  Measured on a 600k-frame capture:
     the flow table 16% faster whole, 17% for one of two shards.
     """
-    cdef size_t want = st.pos + PREFETCH_BYTES
-    cdef size_t chunk = st.pos & ~(<size_t>(POPULATE_BYTES - 1)), upto
+    cdef size_t want = pos + PREFETCH_BYTES
+    cdef size_t chunk = pos & ~(<size_t>(POPULATE_BYTES - 1)), upto
     if want > st.end:
         want = st.end
-    if st.populated < want:
-        if st.populated < chunk:
-            st.populated = chunk
+    if populated[0] < want:
+        if populated[0] < chunk:
+            populated[0] = chunk
+        # madvise wants a page-aligned start (a span may begin anywhere); a page populated
+        # twice costs nothing
+        populated[0] = (populated[0] // st.page) * st.page
         upto = chunk + 2 * POPULATE_BYTES
         if upto > st.end:
             upto = st.end
-        _populate(<void*>(st.base + st.populated), upto - st.populated)
-        st.populated = upto
-    if st.ahead < st.pos:
-        st.ahead = st.pos & ~(<size_t>63)
-    while st.ahead < want:
-        _prefetch(st.base + st.ahead)
-        st.ahead += 64
+        _populate(<void*>(st.base + populated[0]), upto - populated[0])
+        populated[0] = upto
+    if ahead[0] < pos:
+        ahead[0] = pos & ~(<size_t>63)
+    while ahead[0] < want:
+        _prefetch(st.base + ahead[0])
+        ahead[0] += 64
 
 
 cdef int _step_pcap(CaptureReader self, frame_t* f, Py_ssize_t n) except -1:
@@ -1069,7 +1074,7 @@ cdef class CaptureReader:
             if r == ST_FRAME:
                 n += 1
                 if st.mapped:
-                    _prefetch_ahead(st)
+                    _map_ahead(st, st.pos, &st.populated, &st.ahead)
             elif r == ST_YIELD:
                 break
             elif r == ST_END:
@@ -1130,29 +1135,13 @@ cdef class CaptureReader:
         interfaces (fill()) meanwhile: the interface table is read in place."""
         cdef cap_state_t* st = <cap_state_t*>self._state
         cdef Py_ssize_t n = 0
-        cdef size_t rec, want, upto
+        cdef size_t rec
         cdef bint over = False
         cdef frame_t* f
         if st == NULL or not st.mapped or st.closed or st.done or st.fmt == 0:
             return 0
         while n < max_frames and sp.pos < sp.stop:
-            # map and prefetch ahead of this span, as _prefetch_ahead does for the reader's own
-            want = sp.pos + PREFETCH_BYTES
-            if want > st.end:
-                want = st.end
-            if sp.populated < want:
-                # madvise wants a page-aligned start; a page populated twice costs nothing
-                sp.populated = (sp.populated // st.page) * st.page
-                upto = sp.populated + POPULATE_BYTES
-                if upto > st.end:
-                    upto = st.end
-                _populate(<void*>(st.base + sp.populated), upto - sp.populated)
-                sp.populated = upto
-            if sp.ahead < sp.pos:
-                sp.ahead = sp.pos & ~(<size_t>63)
-            while sp.ahead < want:
-                _prefetch(st.base + sp.ahead)
-                sp.ahead += 64
+            _map_ahead(st, sp.pos, &sp.populated, &sp.ahead)
             f = &frames[n]
             rec = _plain_frame(st, st.base + sp.pos, st.end - sp.pos, f, &over)
             if rec == 0:
