@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 import numpy as np
 
 from ._build_check import import_compiled
+from .flow.buffers import BufferPool
 from .flow.records import RecordBatch
 from .flow.tracker import FlowTracker
 
@@ -197,6 +198,7 @@ def classify_file(clf: "Classifier", path: PathLike, match_client_ip: bool, flow
     table = _table.FlowTable(capture_name=str(path), shard_count=shard_count, shard_index=shard_index,
                              **flow_options)
     last = 0
+    buffers = BufferPool()     # the record arrays of chunks the caller has dropped are reused
     try:
         while True:
             # process_reader returns the frames it read; fewer than asked means the capture ended.
@@ -207,7 +209,7 @@ def classify_file(clf: "Classifier", path: PathLike, match_client_ip: bool, flow
                 last = done
             if not more:
                 table.flush()
-            batch = table.take_records()
+            batch = table.take_records(buffers)
             if len(batch):
                 yield apply_verdicts(clf, batch, match_client_ip)
             elif keep_empty:

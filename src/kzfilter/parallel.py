@@ -40,6 +40,7 @@ import shutil
 import tempfile
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
+from .flow.buffers import BufferPool
 from .flow.records import RecordBatch
 
 if TYPE_CHECKING:
@@ -57,14 +58,15 @@ POLL_S = 0.2
 # Record batch helpers
 # ---------------------------------------------------------------------------------------------
 
-def merge_sorted(batches: Sequence[RecordBatch]) -> RecordBatch:
-    """Merge batches each sorted on (emitted_ns, flow_id) into one batch sorted on that key."""
+def merge_sorted(batches: Sequence[RecordBatch], pool: BufferPool | None = None) -> RecordBatch:
+    """Merge batches each sorted on (emitted_ns, flow_id) into one batch sorted on that key
+    (``pool`` supplies the merged array)."""
     batches = [b for b in batches if len(b)]
     if not batches:
         return RecordBatch()
     if len(batches) == 1:
         return batches[0]
-    return RecordBatch.merge(batches)
+    return RecordBatch.merge(batches, pool)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,6 +311,7 @@ def _threaded_files(result: "Classification", paths: list[str], workers: int,
 def _sharded_file(pool: _Pool, i: int, counters: dict[str, Any]) -> Iterator[RecordBatch]:
     """One capture read by every worker, each keeping its shard: merge chunk by chunk."""
     n = len(pool.procs)
+    buffers = BufferPool()
     while True:
         msgs = [pool.get(k) for k in range(n)]
         kinds = {m[0] for m in msgs}
@@ -317,6 +320,6 @@ def _sharded_file(pool: _Pool, i: int, counters: dict[str, Any]) -> Iterator[Rec
         if kinds == {"end"}:
             _merge_file_counters(counters, [m[2] for m in msgs])
             return
-        merged = merge_sorted([m[2] for m in msgs if m[2] is not None])
+        merged = merge_sorted([m[2] for m in msgs if m[2] is not None], buffers)
         if len(merged):
             yield merged

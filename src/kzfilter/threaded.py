@@ -34,6 +34,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .flow import _table
+from .flow.buffers import BufferPool
 from .flow.records import RecordBatch
 from .packet import _capture
 
@@ -94,6 +95,8 @@ class _Run:
         self.finish = finish
         self.dispatch = _table.FrameDispatch(tables, SLOTS)
         n = len(tables)
+        # the shards' record batches live until their chunk is merged: reused after that
+        self.buffers = BufferPool(2 * (CHUNKS_AHEAD + 1) * n)
         lock = threading.Lock()
         self.cond = threading.Condition(lock)      # the workers wait here for a unit
         self.ready = threading.Condition(lock)     # the caller waits here for a finished chunk
@@ -323,7 +326,7 @@ class _Run:
         table.process_dispatched(self.dispatch, slot)
         if last:
             table.flush()
-        records = table.take_records() if end_chunk else None
+        records = table.take_records(self.buffers) if end_chunk else None
         with self.cond:
             self.busy[k] = False
             self.next_for[k] += 1
@@ -404,8 +407,10 @@ def _batches(clf: "Classifier", reader: Any, path: str, workers: int, match_clie
     try:
         tables = [_table.FlowTable(capture_name=path, shard_count=workers, shard_index=k,
                                    **flow_options) for k in range(workers)]
+        merged_buffers = BufferPool(2 * (CHUNKS_AHEAD + 1))
+
         def finish(parts: list[RecordBatch]) -> RecordBatch | None:
-            merged = merge_sorted(parts)
+            merged = merge_sorted(parts, merged_buffers)
             return apply_verdicts(clf, merged, match_client_ip) if len(merged) else None
 
         run = _Run(reader, tables, chunk_frames, finish)

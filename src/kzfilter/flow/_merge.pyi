@@ -1,8 +1,11 @@
 """Stubs for the compiled record merge (``_merge.pyx``)."""
 import numpy as np
 
+from kzfilter.flow.buffers import BufferPool
+
 def merge_records(arrays: list[np.ndarray], names: list[bytes], alpns: list[bytes],
-                  remaps: list[np.ndarray]) -> tuple[np.ndarray, bytes, bytes, np.ndarray]:
+                  remaps: list[np.ndarray], pool: BufferPool | None = None
+                  ) -> tuple[np.ndarray, bytes, bytes, np.ndarray]:
     """Merge raw record arrays each sorted on (emitted_ns, flow_id); equal keys keep the
-    batches' order.  Returns (record bytes, names, alpn, order into the concatenation)."""
+    batches' order; ``pool`` supplies the merged record array.  Returns (record bytes, names, alpn, order into the concatenation)."""
     ...

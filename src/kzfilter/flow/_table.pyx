@@ -1783,11 +1783,12 @@ cdef class FlowTable:
             while self.age_head >= 0:
                 self._end_flow(self.age_head, END_EOC)
 
-    def take_records(self):
+    def take_records(self, pool=None):
         """Return the records finished so far as a RecordBatch and forget them.
 
         Order: by emission time (capture time of the packet or flush that ended the flow), ties
         by flow_id.  Names and ALPN are packed in that order (``names_packed`` is then free).
+        ``pool`` (a :class:`~kzfilter.flow.buffers.BufferPool`) supplies the record array.
         """
         cdef size_t n = self.n_recs, i
         cdef unsigned char[::1] view
@@ -1797,7 +1798,10 @@ cdef class FlowTable:
         for i in range(n):
             kv[0, i] = self.recs[i].flow_id
             kv[1, i] = self.recs[i].emitted_ns
-        arr = np.empty(n, dtype=RECORD_DTYPE)
+        if pool is None:
+            arr = np.empty(n, dtype=RECORD_DTYPE)
+        else:
+            arr = pool.take(n * sizeof(rec_t)).view(RECORD_DTYPE)
         names = alpn = b""
         if n:
             order_view = np.lexsort(keys).astype(np.intp, copy=False)

@@ -43,9 +43,12 @@ gave the server address as an A/AAAA answer still within its TTL).
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Iterable, Iterator, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence, Union
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .buffers import BufferPool
 
 __all__ = [
     "RECORD_FIELDS", "RECORD_DTYPE", "FlowRecord", "RecordBatch", "tcp_flags_text",
@@ -258,17 +261,18 @@ class RecordBatch:
         return out
 
     @classmethod
-    def merge(cls, batches: Iterable["RecordBatch"]) -> "RecordBatch":
+    def merge(cls, batches: Iterable["RecordBatch"],
+              pool: BufferPool | None = None) -> "RecordBatch":
         """Merge batches each sorted on (emitted_ns, flow_id) into one sorted batch (equal keys
         keep the batches' order); arenas packed in record order, verdicts kept.  One pass in C:
-        the records of a capture split over flow-table shards."""
+        the records of a capture split over flow-table shards.  ``pool`` supplies the array."""
         from ._merge import merge_records
 
         batches = list(batches)
         captures, remaps = _capture_remaps(batches)
         raw, names, alpn, order = merge_records([_raw(b._arr) for b in batches],
                                                 [b._names for b in batches],
-                                                [b._alpn for b in batches], remaps)
+                                                [b._alpn for b in batches], remaps, pool)
         out = cls(raw.view(RECORD_DTYPE), names, alpn, captures or [""])
         out._verdicts = {key: values[order] for key, values in _joined_verdicts(batches).items()}
         return out
