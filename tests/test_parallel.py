@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from kzfilter import classify as classify_mod
 from kzfilter import threaded as threaded_mod
 from kzfilter.errors import CaptureError
-from kzfilter.flow._table import FlowTable, FrameDispatch
+from kzfilter.flow._table import FlowTable, FrameDispatch, RecordChunk
 from kzfilter.packet._capture import CaptureReader
 from kzfilter.flow.records import RECORD_DTYPE, RecordBatch
 from kzfilter.parallel import merge_sorted, parallel_batches
@@ -373,6 +373,48 @@ def test_shards_partition_the_flows_exactly(frames, n):
     assert sum(len(s) for s in ids) == len(ref)
     pd.testing.assert_frame_equal(merge_sorted(shards).to_pandas(), ref.to_pandas())
     assert total == ref_counters
+
+
+@settings(max_examples=150, deadline=None)
+@given(traffic(), st.integers(2, 4), st.integers(0, 40))
+def test_swapped_chunks_merge_to_the_whole_table(frames, n, cut):
+    """Shards hand their records over by swapping buffers (what the threads do): merged chunk by
+    chunk in place, they are the whole table's take_records() at the same points, and the spare
+    buffers given back serve the next chunk."""
+    options = dict(idle_timeout=100.0, udp_idle_timeout=60.0, sweep_interval=1.0)
+    whole = FlowTable(**options)
+    shards = [FlowTable(shard_count=n, shard_index=k, **options) for k in range(n)]
+    spares = [RecordChunk() for _ in range(n)]
+    for part, last in ((frames[:cut], False), (frames[cut:], True)):
+        whole.process_frames(part)
+        for t in shards:
+            t.process_frames(part)
+        if last:
+            whole.flush()
+            for t in shards:
+                t.flush()
+        ref = whole.take_records()
+        chunks = [t.swap_records(spare) for t, spare in zip(shards, spares)]
+        assert sum(len(c) for c in chunks) == len(ref)
+        assert all(len(t.take_records()) == 0 for t in shards)     # handed over, not copied
+        merged = RecordBatch.merge_chunks(chunks)
+        pd.testing.assert_frame_equal(merged.to_pandas(), ref.to_pandas())
+        assert merged.names_packed()[0] == ref.names_packed()[0]
+        for c in chunks:
+            c.clear()
+        spares = chunks
+
+
+def test_swap_records_needs_an_empty_chunk():
+    table = FlowTable()
+    table.process_frames([(0, udp("10.0.0.1", 1, "10.0.0.2", 2, b"x"))])
+    table.flush()
+    full = table.swap_records(RecordChunk())
+    assert len(full) == 1 and full.captures == [""]
+    with pytest.raises(ValueError, match="empty"):
+        FlowTable().swap_records(full)
+    full.clear()
+    assert len(FlowTable().swap_records(full)) == 0
 
 
 @st.composite

@@ -17,8 +17,9 @@ Exactness: a shard receives, in capture order, its own frames, the other shards'
 the whole table's clock), from which it makes the sweeps the whole table makes; frames are
 numbered within their batch and a batch's first ordinal is known when it is committed, so a
 shard's records are the single table's records of its flows.  Every shard ends each chunk of
-about ``CHUNK_FRAMES`` frames at the same batch and hands its records over; the chunk's N batches
-are merged on (``emitted_ns``, ``flow_id``), the order of one worker.  As with processes,
+about ``CHUNK_FRAMES`` frames at the same batch and hands its records over, by swapping its record
+buffers with a spare ``RecordChunk`` (no copy, no new memory); the chunk's N record chunks are
+merged in place on (``emitted_ns``, ``flow_id``), the order of one worker, and go back as spares.  As with processes,
 ``max_flows`` is a per-shard cap: with eviction, records can depend on N.
 
 Pipeline: ``SLOTS`` batches of about ``BATCH_FRAMES`` frames are in flight, at most
@@ -68,8 +69,8 @@ class _Run:
     about BATCH_FRAMES records of the mean length seen so far (``_new_bounds``): a batch holds
     the records that start in its range.  Units:
 
-    * *finish* a chunk (first): merge its N record batches (``RecordBatch.merge``, in C) and
-      apply the verdicts (``finish``); chunks start finishing in order and several may finish at
+    * *finish* a chunk (first): merge its N record chunks in place (``RecordBatch.merge_chunks``,
+      in C) and apply the verdicts (``finish``); chunks start finishing in order and several may finish at
       once (the caller takes them in order);
     * *serial*: read batch b on from where batch b - 1 ended, through the reader
       (``FrameDispatch.fill``), when its span could not be taken whole (a block only the reader
@@ -88,15 +89,14 @@ class _Run:
     """
 
     def __init__(self, reader: Any, tables: list[Any], chunk_frames: int,
-                 finish: Callable[[list[RecordBatch]], Any]) -> None:
+                 finish: Callable[[list[Any]], Any]) -> None:
         self.reader = reader
         self.tables = tables
         self.chunk_frames = chunk_frames
         self.finish = finish
         self.dispatch = _table.FrameDispatch(tables, SLOTS)
         n = len(tables)
-        # the shards' record batches live until their chunk is merged: reused after that
-        self.buffers = BufferPool(2 * (CHUNKS_AHEAD + 1) * n)
+        self.spares: list[Any] = []                 # RecordChunks whose chunk was merged
         lock = threading.Lock()
         self.cond = threading.Condition(lock)      # the workers wait here for a unit
         self.ready = threading.Condition(lock)     # the caller waits here for a finished chunk
@@ -309,6 +309,9 @@ class _Run:
                 else:
                     out = self.finish(parts)
                     with self.cond:
+                        for part in parts:          # merged: their buffers serve again
+                            part.clear()
+                            self.spares.append(part)
                         self.finished[arg] = out
                         self.chunks_finished += 1
                         self.cond.notify_all()
@@ -326,7 +329,11 @@ class _Run:
         table.process_dispatched(self.dispatch, slot)
         if last:
             table.flush()
-        records = table.take_records(self.buffers) if end_chunk else None
+        records = None
+        if end_chunk:
+            with self.cond:
+                spare = self.spares.pop() if self.spares else _table.RecordChunk()
+            records = table.swap_records(spare)
         with self.cond:
             self.busy[k] = False
             self.next_for[k] += 1
@@ -401,16 +408,15 @@ def _batches(clf: "Classifier", reader: Any, path: str, workers: int, match_clie
              flow_options: dict[str, Any], progress: Callable[[int], None] | None,
              counters: dict[str, Any] | None, chunk_frames: int) -> Iterator[RecordBatch]:
     from .classify import _merge_counters, apply_verdicts
-    from .parallel import merge_sorted
 
     run = None
     try:
         tables = [_table.FlowTable(capture_name=path, shard_count=workers, shard_index=k,
                                    **flow_options) for k in range(workers)]
-        merged_buffers = BufferPool(2 * (CHUNKS_AHEAD + 1))
+        buffers = BufferPool(2 * (CHUNKS_AHEAD + 1))
 
-        def finish(parts: list[RecordBatch]) -> RecordBatch | None:
-            merged = merge_sorted(parts, merged_buffers)
+        def finish(parts: list[Any]) -> RecordBatch | None:
+            merged = RecordBatch.merge_chunks(parts, buffers)
             return apply_verdicts(clf, merged, match_client_ip) if len(merged) else None
 
         run = _Run(reader, tables, chunk_frames, finish)

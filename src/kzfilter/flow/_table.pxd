@@ -130,3 +130,18 @@ ctypedef struct counters_t:
     uint64_t dns_answers_evicted
     uint64_t dns_answers_dropped
     uint64_t records
+
+
+# The records a table finished in one chunk, in the table's own buffers (FlowTable.swap_records
+# hands them over without a copy); kzfilter.flow._merge reads them in place.
+cdef class RecordChunk:
+    cdef rec_t* recs
+    cdef size_t n
+    cdef size_t cap
+    cdef uint8_t* arena         # the records' names (name_off/name_len)
+    cdef size_t arena_len
+    cdef size_t arena_cap
+    cdef uint8_t* alpn          # their ALPN (alpn_off/alpn_len)
+    cdef size_t alpn_len
+    cdef size_t alpn_cap
+    cdef readonly list captures # capture_idx -> capture name

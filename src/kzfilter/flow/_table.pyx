@@ -1846,6 +1846,24 @@ cdef class FlowTable:
         return (names if name_at == self.arena_len else names[:name_at],
                 alpn if alpn_at == self.alpn_len else alpn[:alpn_at])
 
+    def swap_records(self, RecordChunk spare not None):
+        """Hand the records finished so far over in ``spare`` (an empty RecordChunk, whose
+        buffers the table goes on with) and forget them: no copy and no allocation, so a shard
+        thread hands its chunk over without touching fresh memory.  Returns ``spare``."""
+        if spare.n or spare.arena_len or spare.alpn_len:
+            raise ValueError("swap_records needs an empty RecordChunk (clear() it first)")
+        spare.recs, self.recs = self.recs, spare.recs
+        spare.cap, self.cap_recs = self.cap_recs, spare.cap
+        spare.arena, self.arena = self.arena, spare.arena
+        spare.arena_cap, self.arena_cap = self.arena_cap, spare.arena_cap
+        spare.alpn, self.alpn_arena = self.alpn_arena, spare.alpn
+        spare.alpn_cap, self.alpn_cap = self.alpn_cap, spare.alpn_cap
+        spare.n, self.n_recs = self.n_recs, 0
+        spare.arena_len, self.arena_len = self.arena_len, 0
+        spare.alpn_len, self.alpn_len = self.alpn_len, 0
+        spare.captures = list(self.captures)
+        return spare
+
     @property
     def counters(self):
         """Counts so far (see the .pyi for each key)."""
@@ -1881,6 +1899,40 @@ cdef class FlowTable:
     def flow_struct_size():
         """sizeof(flow_t): bytes per flow held, outside reassembly buffers and names."""
         return sizeof(flow_t)
+
+
+cdef class RecordChunk:
+    """Records a FlowTable finished in one chunk, held in the table's buffers (see
+    ``FlowTable.swap_records``), in the order they were finished; ``order()`` sorts them.  The
+    buffers stay allocated across ``clear()``, so a chunk given back is reused without new
+    memory."""
+
+    def __cinit__(self):
+        self.captures = []
+
+    def __dealloc__(self):
+        free(self.recs)
+        free(self.arena)
+        free(self.alpn)
+
+    def __len__(self):
+        return self.n
+
+    def clear(self):
+        """Forget the records, keep the buffers."""
+        self.n = self.arena_len = self.alpn_len = 0
+        self.captures = []
+
+    def order(self):
+        """Positions of the records sorted on (emitted_ns, flow_id), equal keys in finishing
+        order (int64), as ``take_records`` sorts them."""
+        cdef size_t i
+        keys = np.empty((2, self.n), dtype=np.int64)
+        cdef int64_t[:, ::1] kv = keys
+        for i in range(self.n):
+            kv[0, i] = self.recs[i].flow_id
+            kv[1, i] = self.recs[i].emitted_ns
+        return np.lexsort(keys).astype(np.int64, copy=False)
 
 
 cdef inline bint _double(void** array, Py_ssize_t* cap, size_t size) noexcept nogil:

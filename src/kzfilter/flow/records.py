@@ -244,7 +244,7 @@ class RecordBatch:
             return cls()
         if len(batches) == 1:
             return batches[0]
-        captures, remaps = _capture_remaps(batches)
+        captures, remaps = _capture_remaps([b._captures for b in batches])
         arr = np.concatenate([_raw(b._arr) for b in batches]).view(RECORD_DTYPE)   # one copy
         start = name_base = alpn_base = 0
         for b, remap in zip(batches, remaps):
@@ -269,13 +269,25 @@ class RecordBatch:
         from ._merge import merge_records
 
         batches = list(batches)
-        captures, remaps = _capture_remaps(batches)
+        captures, remaps = _capture_remaps([b._captures for b in batches])
         raw, names, alpn, order = merge_records([_raw(b._arr) for b in batches],
                                                 [b._names for b in batches],
                                                 [b._alpn for b in batches], remaps, pool)
         out = cls(raw.view(RECORD_DTYPE), names, alpn, captures or [""])
         out._verdicts = {key: values[order] for key, values in _joined_verdicts(batches).items()}
         return out
+
+    @classmethod
+    def merge_chunks(cls, chunks: Sequence[Any], pool: BufferPool | None = None) -> "RecordBatch":
+        """Merge the ``RecordChunk`` s of N flow-table shards (``FlowTable.swap_records``) in
+        place: the merge of their ``take_records()`` batches, without making those batches
+        (the threads of a split capture)."""
+        from ._merge import merge_chunks
+
+        chunks = list(chunks)
+        captures, remaps = _capture_remaps([c.captures for c in chunks])
+        raw, names, alpn, _ = merge_chunks(chunks, remaps, pool)
+        return cls(raw.view(RECORD_DTYPE), names, alpn, captures or [""])
 
     def take(self, order: np.ndarray) -> "RecordBatch":
         """A new batch with the records at positions ``order`` (arenas repacked, verdicts kept)."""
@@ -451,11 +463,12 @@ def _gather(arena: bytes, offs: np.ndarray, lens: np.ndarray) -> tuple[bytes, np
     return src[idx].tobytes(), new_off.astype(np.uint32)
 
 
-def _capture_remaps(batches: list["RecordBatch"]) -> tuple[list[str], list[np.ndarray]]:
-    """The capture names of all batches, and per batch its capture_idx -> index in them."""
+def _capture_remaps(lists: list[list[str]]) -> tuple[list[str], list[np.ndarray]]:
+    """The capture names of all batches (``lists``: each one's captures), and per batch its
+    capture_idx -> index in them."""
     captures: list[str] = []
-    remaps = [np.array([_index_of(captures, c) for c in b._captures], dtype=np.uint16)
-              for b in batches]
+    remaps = [np.array([_index_of(captures, c) for c in names], dtype=np.uint16)
+              for names in lists]
     return captures, remaps
 
 
