@@ -12,6 +12,6 @@ def merge_records(arrays: list[np.ndarray], names: list[bytes], alpns: list[byte
     ...
 
 def merge_chunks(chunks: list[RecordChunk], remaps: list[np.ndarray], pool: BufferPool | None = None
-                 ) -> tuple[np.ndarray, bytes, bytes, np.ndarray]:
+                 ) -> tuple[np.ndarray, bytes, bytes]:
     """merge_records on the RecordChunks of N shards, each read in place in its sort order."""
     ...

@@ -61,8 +61,8 @@ cdef class _Sources:
             self.p[3, k] = <size_t>&view[0]
         return 0
 
-    cdef tuple merge(self, pool):
-        """The merge itself: see merge_records."""
+    cdef tuple merge(self, pool, bint want_order=True):
+        """The merge itself: see merge_records (``order`` is None without ``want_order``)."""
         cdef Py_ssize_t nb = self.nb, k, i, total = 0, best, at
         cdef size_t rs = sizeof(rec_t)
         cdef size_t name_total = 0, alpn_total = 0
@@ -84,7 +84,7 @@ cdef class _Sources:
         out_alpn = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>alpn_total)
         cdef uint8_t* onv = <uint8_t*>PyBytes_AS_STRING(out_names)
         cdef uint8_t* oav = <uint8_t*>PyBytes_AS_STRING(out_alpn)
-        order = np.empty(total, dtype=np.int64)
+        order = np.empty(total if want_order else 0, dtype=np.int64)
         cdef uint8_t[::1] ov = out
         cdef int64_t[::1] order_v = order
         cdef rec_t* dst = <rec_t*>&ov[0] if total else NULL
@@ -111,7 +111,8 @@ cdef class _Sources:
                 if bad:
                     break
                 memcpy(&dst[i], src, rs)
-                order_v[i] = start[best] + head[best]
+                if want_order:
+                    order_v[i] = start[best] + head[best]
                 head[best] += 1
                 # the name and ALPN bytes, packed in record order; offsets checked against the arena
                 if <int64_t>src.name_off + src.name_len > al[0, best] or \
@@ -136,7 +137,8 @@ cdef class _Sources:
                              "outside its batch")
         # arenas hold only their batch's names, so the packed bytes normally fill them exactly
         return (out, out_names if name_at == name_total else out_names[:name_at],
-                out_alpn if alpn_at == alpn_total else out_alpn[:alpn_at], order)
+                out_alpn if alpn_at == alpn_total else out_alpn[:alpn_at],
+                order if want_order else None)
 
 
 def merge_records(list arrays, list names, list alpns, list remaps, pool=None):
@@ -173,7 +175,8 @@ def merge_records(list arrays, list names, list alpns, list remaps, pool=None):
 def merge_chunks(list chunks, list remaps, pool=None):
     """Merge the ``RecordChunk`` s of N shards in place, each read in its sort order
     (``chunk.order()``): as merge_records, on the records of ``take_records`` of each shard,
-    without making those batches.  ``remaps[k]`` maps chunk k's capture indexes."""
+    without making those batches.  ``remaps[k]`` maps chunk k's capture indexes.  Returns
+    ``(records, names, alpn)``."""
     cdef Py_ssize_t nb = len(chunks), k
     cdef RecordChunk chunk
     cdef const int64_t[::1] order_view
@@ -195,4 +198,4 @@ def merge_chunks(list chunks, list remaps, pool=None):
             src.keep.append(order)
             order_view = order
             src.p[4, k] = <size_t>&order_view[0]
-    return src.merge(pool)
+    return src.merge(pool, False)[:3]

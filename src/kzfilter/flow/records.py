@@ -286,7 +286,7 @@ class RecordBatch:
 
         chunks = list(chunks)
         captures, remaps = _capture_remaps([c.captures for c in chunks])
-        raw, names, alpn, _ = merge_chunks(chunks, remaps, pool)
+        raw, names, alpn = merge_chunks(chunks, remaps, pool)
         return cls(raw.view(RECORD_DTYPE), names, alpn, captures or [""])
 
     def take(self, order: np.ndarray) -> "RecordBatch":
