@@ -17,10 +17,11 @@ Exactness: a shard receives, in capture order, its own frames, the other shards'
 the whole table's clock), from which it makes the sweeps the whole table makes; frames are
 numbered within their batch and a batch's first ordinal is known when it is committed, so a
 shard's records are the single table's records of its flows.  Every shard ends each chunk of
-about ``CHUNK_FRAMES`` frames at the same batch and hands its records over, by swapping its record
-buffers with a spare ``RecordChunk`` (no copy, no new memory); the chunk's N record chunks are
-merged in place on (``emitted_ns``, ``flow_id``), the order of one worker, and go back as spares.  As with processes,
-``max_flows`` is a per-shard cap: with eviction, records can depend on N.
+about ``CHUNK_FRAMES`` frames at the same batch and hands its records over, by swapping its
+record buffers with a spare ``RecordChunk`` (no copy, no new memory); the chunk's N record chunks
+are merged in place on (``emitted_ns``, ``flow_id``), the order of one worker, and go back as
+spares.  As with processes, ``max_flows`` is a per-shard cap: with eviction, records can depend
+on N.
 
 Pipeline: ``SLOTS`` batches of about ``BATCH_FRAMES`` frames are in flight, at most
 ``CHUNKS_AHEAD`` chunks ahead of the caller (memory stays flat); the pages of frames in flight
@@ -70,8 +71,8 @@ class _Run:
     the records that start in its range.  Units:
 
     * *finish* a chunk (first): merge its N record chunks in place (``RecordBatch.merge_chunks``,
-      in C) and apply the verdicts (``finish``); chunks start finishing in order and several may finish at
-      once (the caller takes them in order);
+      in C) and apply the verdicts (``finish``); chunks start finishing in order and several may
+      finish at once (the caller takes them in order);
     * *serial*: read batch b on from where batch b - 1 ended, through the reader
       (``FrameDispatch.fill``), when its span could not be taken whole (a block only the reader
       parses, damage, a wrong guess); alone: no span runs meanwhile (the reader's interface table
