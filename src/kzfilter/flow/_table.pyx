@@ -155,11 +155,17 @@ ctypedef struct item_t:
 
 # The clock track of a batch: every frame of a flow whose capture time is above all earlier ones
 # of the batch (capture times increase along it).  Only such a frame can move the table clock, so
-# every shard finds the whole table's sweeps in it (a search, not a walk), starting from the clock
-# the previous batch left.
+# the whole table's sweeps are found in it (a search, not a walk), starting from the clock the
+# previous batch left: once per batch, when it is committed (FrameDispatch._find_sweeps).
 ctypedef struct tick_t:
     int64_t ts
     int64_t frame       # its number within the batch
+
+# A sweep of the whole table, at the frame of the clock track where it falls.  The table clock is
+# the same in every shard, so are its sweeps: each shard makes each one before that frame's event.
+ctypedef struct sweep_t:
+    int64_t now         # the table clock at the sweep (that frame's capture time)
+    int64_t frame       # the frame, numbered within the batch
 
 # One batch of a FrameDispatch: its frames' events per shard, its clock track, the byte range it
 # was read from and what committing it found.
@@ -169,6 +175,9 @@ ctypedef struct batch_t:
     tick_t* ticks
     Py_ssize_t nticks
     Py_ssize_t cap_ticks
+    sweep_t* sweeps     # found when the batch is committed
+    Py_ssize_t nsweeps
+    Py_ssize_t cap_sweeps
     int64_t run_max     # the largest capture time of the batch's frames of a flow so far
     int64_t nframes     # frames read into the batch
     int64_t base        # ordinal in the capture of its first frame (once committed)
@@ -1605,45 +1614,15 @@ cdef class FlowTable:
                     self._udp_payload(f, c2s, ts)
         return 0
 
-    cdef void _clock_to(self, const tick_t* ticks, Py_ssize_t nticks, Py_ssize_t* t,
-                        int64_t base, int64_t clock) noexcept nogil:
-        """Move the table clock to ``clock``, a capture time of the batch's clock track, making
-        every sweep _packet makes on the way, each at its frame (the first frame of the track at
-        or past the sweep time: a galloping search from ``t``, the track's next unseen entry)."""
-        cdef Py_ssize_t lo, hi, step, mid
-        while True:
-            lo = t[0]
-            if self.now_ns >= self.next_sweep_ns:
-                pass            # a fresh table: the first frame of a flow sweeps (_clock_step)
-            elif clock >= self.next_sweep_ns:
-                # the first entry at or past the sweep time: it exists (clock is one of the track's)
-                step = 1
-                hi = lo
-                while hi < nticks and ticks[hi].ts < self.next_sweep_ns:
-                    lo = hi + 1
-                    hi = lo + step
-                    step *= 2
-                if hi > nticks:
-                    hi = nticks
-                while lo < hi:
-                    mid = (lo + hi) // 2
-                    if ticks[mid].ts < self.next_sweep_ns:
-                        lo = mid + 1
-                    else:
-                        hi = mid
-            else:
-                break
-            if lo >= nticks:
-                break                           # not reached: only a bad caller gets here
-            t[0] = lo + 1
-            if ticks[lo].ts > self.now_ns:
-                self.now_ns = ticks[lo].ts
-            self.next_sweep_ns = self.now_ns + self.sweep_every_ns
-            self.cur_frame = base + ticks[lo].frame
-            self.frame_no = self.cur_frame + 1
-            self._sweep(self.now_ns)
-        if clock > self.now_ns:
-            self.now_ns = clock
+    cdef void _sweep_at(self, const sweep_t* sw, int64_t base) noexcept nogil:
+        """Make a sweep of the whole table (found by FrameDispatch._find_sweeps) at its frame of
+        the batch whose first frame is ``base``: what _packet does when _clock_step says so."""
+        if sw.now > self.now_ns:
+            self.now_ns = sw.now
+        self.next_sweep_ns = self.now_ns + self.sweep_every_ns
+        self.cur_frame = base + sw.frame
+        self.frame_no = self.cur_frame + 1
+        self._sweep(self.now_ns)
 
     cdef void _item(self, const item_t* it, int64_t base) noexcept nogil:
         """Apply one dispatched event (its batch's first frame is frame ``base``), after the
@@ -1697,7 +1676,7 @@ cdef class FlowTable:
 
         Runs without the GIL: the shards of one dispatch can run in parallel threads.
         """
-        cdef Py_ssize_t i, n, t = 0
+        cdef Py_ssize_t i, n, w = 0
         cdef item_t* items
         cdef batch_t* b
         cdef int64_t base
@@ -1713,15 +1692,19 @@ cdef class FlowTable:
         with nogil:
             for i in range(n):
                 if items[i].kind != IT_NO_FLOW:
-                    # the clock up to and including this event's frame (a sweep comes before it)
-                    if (items[i].local_now >= self.next_sweep_ns
-                            or self.now_ns >= self.next_sweep_ns):
-                        self._clock_to(b.ticks, b.nticks, &t, base, items[i].local_now)
-                    elif items[i].local_now > self.now_ns:
+                    # the clock up to and including this event's frame: the sweeps at or before
+                    # it come first, as in _packet
+                    while w < b.nsweeps and b.sweeps[w].frame <= items[i].frame:
+                        self._sweep_at(&b.sweeps[w], base)
+                        w += 1
+                    if items[i].local_now > self.now_ns:
                         self.now_ns = items[i].local_now
                 self._item(&items[i], base)
-            if b.nticks:
-                self._clock_to(b.ticks, b.nticks, &t, base, b.run_max)
+            while w < b.nsweeps:
+                self._sweep_at(&b.sweeps[w], base)
+                w += 1
+            if b.nticks and b.run_max > self.now_ns:
+                self.now_ns = b.run_max
             self.frame_no = base + b.nframes
         return n
 
@@ -1973,6 +1956,9 @@ cdef class FrameDispatch:
     cdef batch_t* batches           # [slot]
     cdef int64_t committed_frames
     cdef bint dns_assoc
+    cdef int64_t clock_now          # the whole table's clock after the committed batches,
+    cdef int64_t clock_next_sweep   # when it sweeps next,
+    cdef int64_t sweep_every        # and how often (the shards' common sweep_interval)
 
     def __cinit__(self, tables, int slots=4):
         cdef FlowTable t0
@@ -1983,6 +1969,17 @@ cdef class FrameDispatch:
         t0 = tables[0]
         if len(tables) != t0.shard_count or slots < 1:
             raise ValueError("FrameDispatch needs one table per shard and at least one slot")
+        for t in tables:
+            if not isinstance(t, FlowTable):
+                raise TypeError("FrameDispatch needs FlowTables")
+            if (<FlowTable>t).sweep_every_ns != t0.sweep_every_ns or \
+                    (<FlowTable>t).now_ns != t0.now_ns or \
+                    (<FlowTable>t).next_sweep_ns != t0.next_sweep_ns:
+                raise ValueError("FrameDispatch needs shards with one clock: the same "
+                                 "sweep_interval, and the same frames seen so far")
+        self.clock_now = t0.now_ns
+        self.clock_next_sweep = t0.next_sweep_ns
+        self.sweep_every = t0.sweep_every_ns
         self.nshards = t0.shard_count
         self.nslots = slots
         self.dns_assoc = t0.dns_assoc
@@ -2006,6 +2003,7 @@ cdef class FrameDispatch:
             for i in range(self.nslots):
                 free(self.batches[i].frames)
                 free(self.batches[i].ticks)
+                free(self.batches[i].sweeps)
         free(self.items)
         free(self.count)
         free(self.cap)
@@ -2055,6 +2053,7 @@ cdef class FrameDispatch:
         for k in range(self.nshards):
             self.count[slot * self.nshards + k] = 0
         b.nticks = 0
+        b.nsweeps = 0
         b.nframes = 0
         b.run_max = INT64_MIN
         b.committed = False
@@ -2130,11 +2129,63 @@ cdef class FrameDispatch:
             raise ValueError("FrameDispatch needs a mapped capture (an uncompressed file)")
         return self._batch(slot)
 
-    cdef void _commit(self, uint32_t slot) noexcept nogil:
+    cdef int _commit(self, uint32_t slot) noexcept nogil:
+        """Number the batch's frames on from the committed ones and find its sweeps; -1 without
+        memory."""
         cdef batch_t* b = &self.batches[slot]
+        if self._find_sweeps(b) < 0:
+            return -1
         b.base = self.committed_frames
         b.committed = True
         self.committed_frames += b.nframes
+        return 0
+
+    cdef int _find_sweeps(self, batch_t* b) noexcept nogil:
+        """The whole table's sweeps in batch ``b``, the next to commit: on from the clock the
+        committed batches left, each at the first frame of the clock track at or past the sweep
+        time (a galloping search), as _clock_step makes them frame by frame.  Found here once,
+        in commit order, not in every shard."""
+        cdef Py_ssize_t lo, hi, step, mid, t = 0
+        cdef const tick_t* ticks = b.ticks
+        cdef Py_ssize_t nticks = b.nticks
+        b.nsweeps = 0
+        while True:
+            lo = t
+            if self.clock_now >= self.clock_next_sweep:
+                pass            # a fresh table: the first frame of a flow sweeps (_clock_step)
+            elif nticks and b.run_max >= self.clock_next_sweep:
+                # the first entry at or past the sweep time: it exists (run_max is the last's)
+                step = 1
+                hi = lo
+                while hi < nticks and ticks[hi].ts < self.clock_next_sweep:
+                    lo = hi + 1
+                    hi = lo + step
+                    step *= 2
+                if hi > nticks:
+                    hi = nticks
+                while lo < hi:
+                    mid = (lo + hi) // 2
+                    if ticks[mid].ts < self.clock_next_sweep:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+            else:
+                break
+            if lo >= nticks:
+                break
+            t = lo + 1
+            if ticks[lo].ts > self.clock_now:
+                self.clock_now = ticks[lo].ts
+            self.clock_next_sweep = self.clock_now + self.sweep_every
+            if b.nsweeps == b.cap_sweeps and \
+                    not _double(<void**>&b.sweeps, &b.cap_sweeps, sizeof(sweep_t)):
+                return -1
+            b.sweeps[b.nsweeps].now = self.clock_now
+            b.sweeps[b.nsweeps].frame = ticks[lo].frame
+            b.nsweeps += 1
+        if nticks and b.run_max > self.clock_now:
+            self.clock_now = b.run_max
+        return 0
 
     def fill(self, CaptureReader reader not None, int slot, Py_ssize_t max_frames, stop=None,
              bint append=False):
@@ -2178,9 +2229,8 @@ cdef class FrameDispatch:
             total += n
             with nogil:
                 rc = self._dispatch(slot, n)
-        if rc < 0:
+        if rc < 0 or self._commit(slot) < 0:
             raise MemoryError("FrameDispatch: no memory for the events of a batch")
-        self._commit(slot)
         return total
 
     def read_span(self, CaptureReader reader not None, int slot, size_t at, size_t stop,
@@ -2220,8 +2270,8 @@ cdef class FrameDispatch:
         if b.start == <size_t>-1:
             return 0
         rc = reader.span_commit(&b.span, b.start)
-        if rc == 1:
-            self._commit(slot)
+        if rc == 1 and self._commit(slot) < 0:
+            raise MemoryError("FrameDispatch: no memory for the sweeps of a batch")
         return rc
 
     def frames_in(self, int slot):
