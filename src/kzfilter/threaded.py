@@ -13,8 +13,9 @@ it starts exactly where the batch before it ended (else it is read again on from
 thread waits for the chain, and the frames are exactly those of one reader.
 
 Exactness: a shard receives, in capture order, its own frames, the other shards' DNS datagrams
-(every shard keeps the whole DNS-answer table) and each batch's clock track (the frames that move
-the whole table's clock), from which it makes the sweeps the whole table makes; frames are
+(every shard keeps the whole DNS-answer table) and each batch's sweeps of the whole table (found
+once in the batch's clock track, the frames that move the table clock, when it is committed),
+which it makes at their frames; frames are
 numbered within their batch and a batch's first ordinal is known when it is committed, so a
 shard's records are the single table's records of its flows.  Every shard ends each chunk of
 about ``CHUNK_FRAMES`` frames at the same batch and hands its records over, by swapping its
