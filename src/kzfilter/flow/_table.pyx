@@ -51,6 +51,7 @@ Design decisions (see also :mod:`kzfilter.flow.records` for the record schema):
   up over shards: frames of no flow and the DNS association table are counted by shard 0 only.
   ``max_flows`` (eviction) is per shard: with eviction, results can depend on the shard count.
 """
+cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t, INT64_MIN
@@ -581,6 +582,7 @@ cdef inline bint _clock_step(int64_t ts, int64_t* now, int64_t* next_sweep,
     return False
 
 
+@cython.final
 cdef class FlowTable:
     """Flow table over packets in capture order; see the module docstring for the semantics.
 
@@ -2009,6 +2011,7 @@ cdef class FrameDispatch:
         free(self.cap)
         free(self.batches)
 
+    @cython.final
     cdef inline item_t* _push(self, uint32_t cell) noexcept nogil:
         """Room for one more event in ``cell`` (slot * nshards + shard), or NULL without memory."""
         cdef Py_ssize_t c = self.count[cell]
@@ -2017,6 +2020,7 @@ cdef class FrameDispatch:
             return &self.items[cell][c]
         return self._grow(cell)
 
+    @cython.final
     cdef item_t* _grow(self, uint32_t cell) noexcept nogil:
         """_push when ``cell`` is full: double it."""
         if not _double(<void**>&self.items[cell], &self.cap[cell], sizeof(item_t)):
@@ -2024,6 +2028,7 @@ cdef class FrameDispatch:
         self.count[cell] += 1
         return &self.items[cell][self.count[cell] - 1]
 
+    @cython.final
     cdef int _tick(self, batch_t* b, int64_t ts, int64_t frame) noexcept nogil:
         """Add a frame to the batch's clock track."""
         if b.nticks == b.cap_ticks and not _double(<void**>&b.ticks, &b.cap_ticks, sizeof(tick_t)):
@@ -2033,6 +2038,7 @@ cdef class FrameDispatch:
         b.nticks += 1
         return 0
 
+    @cython.final
     cdef inline item_t* _push_frame(self, uint32_t cell, uint8_t kind, const frame_t* fr,
                                     const packet_t* p, int64_t frame,
                                     int64_t local_now) noexcept nogil:
@@ -2047,6 +2053,7 @@ cdef class FrameDispatch:
             it.frame = frame
         return it
 
+    @cython.final
     cdef void _reset(self, uint32_t slot) noexcept nogil:
         cdef uint32_t k
         cdef batch_t* b = &self.batches[slot]
@@ -2058,6 +2065,7 @@ cdef class FrameDispatch:
         b.run_max = INT64_MIN
         b.committed = False
 
+    @cython.final
     cdef int _dispatch(self, uint32_t slot, Py_ssize_t n) noexcept nogil:
         """Dissect the ``n`` frames in the batch's scratch and write their events."""
         cdef Py_ssize_t i
@@ -2099,6 +2107,7 @@ cdef class FrameDispatch:
                         return -1
         return 0
 
+    @cython.final
     cdef int _drain(self, CaptureReader reader, uint32_t slot, span_t* sp, Py_ssize_t most,
                     Py_ssize_t* total) noexcept nogil:
         """Read the span's plain records into the slot (until ``total`` reaches ``most``) and
@@ -2129,6 +2138,7 @@ cdef class FrameDispatch:
             raise ValueError("FrameDispatch needs a mapped capture (an uncompressed file)")
         return self._batch(slot)
 
+    @cython.final
     cdef int _commit(self, uint32_t slot) noexcept nogil:
         """Number the batch's frames on from the committed ones and find its sweeps; -1 without
         memory."""
@@ -2140,6 +2150,7 @@ cdef class FrameDispatch:
         self.committed_frames += b.nframes
         return 0
 
+    @cython.final
     cdef int _find_sweeps(self, batch_t* b) noexcept nogil:
         """The whole table's sweeps in batch ``b``, the next to commit: on from the clock the
         committed batches left, each at the first frame of the clock track at or past the sweep
