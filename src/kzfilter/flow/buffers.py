@@ -1,12 +1,12 @@
 """Reuse the memory of record arrays within one classification run.
 
-A run hands over a batch of records per chunk of frames (about 4 MB per 25k records); a split run
-builds one per shard and then their merge.  Allocated afresh, every page of such an array is a
-page fault when first written, and a fault that hands out a zeroed page cost 3-5 us on the VM we
-measure on: on 2M frames of real traffic that was ~8k faults per run for one worker and ~14k more
-for two threads.  A :class:`BufferPool` belongs to one run: it hands out large buffers and takes a
-buffer back once nothing refers to it any more (the batch made from it was dropped), so its pages
-stay mapped from one chunk to the next.  Nothing is kept after the run: the pool goes with it.
+A run hands over a batch of records per chunk of frames (about 4 MB per 25k records).  Allocated
+afresh, every page of such an array is a page fault when first written, and a fault that hands out
+a zeroed page cost 3-5 us on the VM we measure on: on 2M frames of real traffic, one worker took
+~8k such faults per run, two threads twice as many.  A :class:`BufferPool` belongs to one run: it
+hands out large buffers and takes a buffer back once nothing refers to it any more (the batch made
+from it was dropped), so its pages stay mapped from one chunk to the next.  Nothing is kept after
+the run: the pool goes with it.
 """
 from __future__ import annotations
 
