@@ -1775,21 +1775,16 @@ cdef class FlowTable:
         by flow_id.  Names and ALPN are packed in that order (``names_packed`` is then free).
         ``pool`` (a :class:`~kzfilter.flow.buffers.BufferPool`) supplies the record array.
         """
-        cdef size_t n = self.n_recs, i
+        cdef size_t n = self.n_recs
         cdef unsigned char[::1] view
-        cdef const Py_ssize_t[::1] order_view
-        keys = np.empty((2, n), dtype=np.int64)
-        cdef int64_t[:, ::1] kv = keys
-        for i in range(n):
-            kv[0, i] = self.recs[i].flow_id
-            kv[1, i] = self.recs[i].emitted_ns
+        cdef const int64_t[::1] order_view
         if pool is None:
             arr = np.empty(n, dtype=RECORD_DTYPE)
         else:
             arr = pool.take(n * sizeof(rec_t)).view(RECORD_DTYPE)
         names = alpn = b""
         if n:
-            order_view = np.lexsort(keys).astype(np.intp, copy=False)
+            order_view = _sort_order(self.recs, n)
             view = arr.view(np.uint8)
             names, alpn = self._gather(<rec_t*>&view[0], &order_view[0], n)
         self.n_recs = 0
@@ -1797,7 +1792,7 @@ cdef class FlowTable:
         self.alpn_len = 0
         return RecordBatch(arr, names, alpn, list(self.captures))
 
-    cdef tuple _gather(self, rec_t* dst, const Py_ssize_t* order, size_t n):
+    cdef tuple _gather(self, rec_t* dst, const int64_t* order, size_t n):
         """Copy the records in ``order`` to ``dst`` with their name and ALPN bytes packed in that
         order (the gather is a C loop: numpy's fancy indexing of the 168-byte structured dtype
         cost ~1 s per million records, and packing the arenas with numpy index arrays took 24
@@ -1911,13 +1906,19 @@ cdef class RecordChunk:
     def order(self):
         """Positions of the records sorted on (emitted_ns, flow_id), equal keys in finishing
         order (int64), as ``take_records`` sorts them."""
-        cdef size_t i
-        keys = np.empty((2, self.n), dtype=np.int64)
-        cdef int64_t[:, ::1] kv = keys
-        for i in range(self.n):
-            kv[0, i] = self.recs[i].flow_id
-            kv[1, i] = self.recs[i].emitted_ns
-        return np.lexsort(keys).astype(np.int64, copy=False)
+        return _sort_order(self.recs, self.n)
+
+
+cdef _sort_order(const rec_t* recs, size_t n):
+    """Positions of ``n`` records sorted on (emitted_ns, flow_id), equal keys in the order they
+    were finished (a stable sort): int64."""
+    cdef size_t i
+    keys = np.empty((2, n), dtype=np.int64)
+    cdef int64_t[:, ::1] kv = keys
+    for i in range(n):
+        kv[0, i] = recs[i].flow_id
+        kv[1, i] = recs[i].emitted_ns
+    return np.lexsort(keys).astype(np.int64, copy=False)
 
 
 cdef inline bint _double(void** array, Py_ssize_t* cap, size_t size) noexcept nogil:
